@@ -1,0 +1,250 @@
+//! Merging uploaded changes into a document, and reading back where concurrent edits collided.
+//!
+//! The server calls [`parse_changes`] and [`merge_changes`] on every upload: each chunk is
+//! parsed strictly on its own (never `load_incremental`, which applies a corrupt prefix), known
+//! changes are skipped so replays are harmless, and a batch whose dependencies are incomplete is
+//! refused whole rather than queued silently (AUTOMERGE.md P6, P8). All new changes of a
+//! document are applied in one call, because every call costs O(document) (P14).
+
+use std::collections::{BTreeSet, HashSet};
+
+use automerge::{
+    Automerge, AutomergeError, Change, ChangeHash, ObjId, ObjType, ROOT, ReadDoc, Value,
+};
+use serde::Serialize;
+
+use crate::error::MergeError;
+use crate::ids::DocumentId;
+use crate::json::{scalar_json, value_json};
+
+/// Parses every chunk as exactly one change; any failure refuses the whole upload.
+pub fn parse_changes(doc_id: DocumentId, chunks: &[Vec<u8>]) -> Result<Vec<Change>, MergeError> {
+    chunks
+        .iter()
+        .enumerate()
+        .map(|(index, chunk)| {
+            Change::try_from(chunk.as_slice()).map_err(|err| MergeError::MalformedChange {
+                doc: doc_id.to_string(),
+                index,
+                reason: err.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Applies the changes `doc` lacks in one call and returns them; nothing is applied on error.
+///
+/// # Errors
+/// [`MergeError::ForeignRoot`] when a change with no dependencies would start a second history,
+/// [`MergeError::MissingDeps`] when a dependency is neither in `doc` nor in the batch,
+/// [`MergeError::DuplicateSeq`] when an (actor, seq) pair is already used by another change.
+pub fn merge_changes(
+    doc: &mut Automerge,
+    doc_id: DocumentId,
+    changes: Vec<Change>,
+) -> Result<Vec<Change>, MergeError> {
+    let mut seen = HashSet::new();
+    let new_changes: Vec<Change> = changes
+        .into_iter()
+        .filter(|change| {
+            doc.get_change_meta_by_hash(&change.hash()).is_none() && seen.insert(change.hash())
+        })
+        .collect();
+    if new_changes.is_empty() {
+        return Ok(new_changes);
+    }
+    let mut roots = new_changes.iter().filter(|change| change.deps().is_empty()).count();
+    if !doc.get_heads().is_empty() {
+        roots += 1;
+    }
+    if roots > 1 {
+        return Err(MergeError::ForeignRoot { doc: doc_id.to_string() });
+    }
+    let missing: BTreeSet<String> = new_changes
+        .iter()
+        .flat_map(|change| change.deps())
+        .filter(|dep| !seen.contains(*dep) && doc.get_change_meta_by_hash(dep).is_none())
+        .map(ToString::to_string)
+        .collect();
+    if !missing.is_empty() {
+        return Err(MergeError::MissingDeps {
+            doc: doc_id.to_string(),
+            missing: missing.into_iter().collect(),
+        });
+    }
+    doc.apply_changes(new_changes.iter().cloned()).map_err(|err| match err {
+        AutomergeError::DuplicateSeqNumber(seq, actor) => {
+            MergeError::DuplicateSeq { doc: doc_id.to_string(), actor: actor.to_hex_string(), seq }
+        }
+        other => MergeError::Refused { doc: doc_id.to_string(), reason: other.to_string() },
+    })?;
+    Ok(new_changes)
+}
+
+/// The heads of a causally closed set of changes after `added` joined the set headed by `old`.
+///
+/// A change is a head unless another change in the set depends on it, and only the added
+/// changes can depend on the old heads. `added` must not contain changes already in the set.
+pub fn heads_after(old: &[ChangeHash], added: &[Change]) -> Vec<ChangeHash> {
+    let mut heads: BTreeSet<ChangeHash> = old.iter().copied().collect();
+    heads.extend(added.iter().map(Change::hash));
+    for change in added {
+        for dep in change.deps() {
+            heads.remove(dep);
+        }
+    }
+    heads.into_iter().collect()
+}
+
+/// A field whose value was written concurrently by more than one writer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FieldConflict {
+    /// Dotted path of the field, list positions as numbers (`party.name`, `evidence.1.note`).
+    pub path: String,
+    /// Every value that is kept, the winner first.
+    pub values: Vec<ConflictValue>,
+}
+
+/// One of the concurrent values of a field and who wrote it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConflictValue {
+    /// The value.
+    pub value: serde_json::Value,
+    /// Hex actor id of the writer.
+    pub actor: String,
+    /// The officer the actor belongs to, where the reader knows it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub officer: Option<String>,
+}
+
+/// Walks the document and reports every field with more than one concurrent value.
+///
+/// Text objects are not walked: concurrent text edits merge character-wise and never conflict.
+pub fn field_conflicts(doc: &impl ReadDoc) -> Vec<FieldConflict> {
+    let mut conflicts = Vec::new();
+    walk(doc, &ROOT, "", &mut conflicts);
+    conflicts
+}
+
+fn walk(doc: &impl ReadDoc, obj: &ObjId, path: &str, out: &mut Vec<FieldConflict>) {
+    let props: Vec<automerge::Prop> = match doc.object_type(obj) {
+        Ok(ObjType::Map | ObjType::Table) => doc.keys(obj).map(automerge::Prop::from).collect(),
+        Ok(ObjType::List) => (0..doc.length(obj)).map(automerge::Prop::from).collect(),
+        Ok(ObjType::Text) | Err(_) => return,
+    };
+    for prop in props {
+        let child_path = match (&prop, path.is_empty()) {
+            (automerge::Prop::Map(key), true) => key.clone(),
+            (automerge::Prop::Map(key), false) => format!("{path}.{key}"),
+            (automerge::Prop::Seq(index), true) => index.to_string(),
+            (automerge::Prop::Seq(index), false) => format!("{path}.{index}"),
+        };
+        let Ok(values) = doc.get_all(obj, prop) else { continue };
+        if values.len() > 1 {
+            // Automerge returns the values in op order, the winner last; report the winner first.
+            let values = values
+                .iter()
+                .rev()
+                .map(|(value, id)| ConflictValue {
+                    value: match value {
+                        Value::Scalar(scalar) => scalar_json(scalar),
+                        Value::Object(_) => value_json(doc, id),
+                    },
+                    actor: match id {
+                        ObjId::Id(_, actor, _) => actor.to_hex_string(),
+                        ObjId::Root => String::new(),
+                    },
+                    officer: None,
+                })
+                .collect();
+            out.push(FieldConflict { path: child_path.clone(), values });
+        }
+        if let Some((Value::Object(_), child)) = values.last() {
+            walk(doc, child, &child_path, out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use automerge::transaction::Transactable;
+    use automerge::{ActorId, AutoCommit};
+
+    use super::*;
+
+    fn doc_id() -> DocumentId {
+        DocumentId::from_bytes([5; 16])
+    }
+
+    fn base() -> AutoCommit {
+        let mut doc = AutoCommit::new().with_actor(ActorId::from([1u8; 16]));
+        doc.put(ROOT, "status", "open").unwrap();
+        doc.commit();
+        doc
+    }
+
+    #[test]
+    fn concurrent_scalar_writes_are_reported_with_their_writers() {
+        let mut a = base();
+        let mut b = a.fork().with_actor(ActorId::from([2u8; 16]));
+        a.put(ROOT, "status", "from a").unwrap();
+        b.put(ROOT, "status", "from b").unwrap();
+        a.merge(&mut b).unwrap();
+        let conflicts = field_conflicts(&a);
+        assert_eq!(conflicts.len(), 1);
+        assert_eq!(conflicts[0].path, "status");
+        let mut actors: Vec<_> = conflicts[0].values.iter().map(|v| v.actor.clone()).collect();
+        actors.sort();
+        assert_eq!(actors, vec!["01".repeat(16), "02".repeat(16)]);
+        let winner = a.get(ROOT, "status").unwrap().unwrap().0;
+        assert_eq!(conflicts[0].values[0].value, serde_json::json!(winner.into_string().unwrap()));
+    }
+
+    #[test]
+    fn merge_refuses_missing_deps_and_foreign_roots_and_skips_known_changes() {
+        let mut device = base();
+        device.put(ROOT, "status", "closed").unwrap();
+        device.commit();
+        let changes = device.get_changes(&[]);
+        let mut server = Automerge::new();
+
+        let only_second = vec![changes[1].clone()];
+        assert!(matches!(
+            merge_changes(&mut server, doc_id(), only_second),
+            Err(MergeError::MissingDeps { .. })
+        ));
+        assert!(server.get_heads().is_empty());
+
+        assert_eq!(merge_changes(&mut server, doc_id(), changes.clone()).unwrap().len(), 2);
+        assert!(merge_changes(&mut server, doc_id(), changes).unwrap().is_empty());
+
+        let mut stranger = AutoCommit::new();
+        stranger.put(ROOT, "status", "other history").unwrap();
+        let foreign = stranger.get_changes(&[]);
+        assert!(matches!(
+            merge_changes(&mut server, doc_id(), foreign),
+            Err(MergeError::ForeignRoot { .. })
+        ));
+    }
+
+    #[test]
+    fn heads_after_follows_dependencies() {
+        let mut doc = base();
+        let first = doc.get_heads();
+        doc.put(ROOT, "status", "x").unwrap();
+        doc.commit();
+        let added = doc.get_changes(&first);
+        assert_eq!(heads_after(&first, &added), doc.get_heads());
+        assert_eq!(heads_after(&[], &doc.get_changes(&[])), doc.get_heads());
+    }
+
+    #[test]
+    fn strict_parse_refuses_garbage_and_trailing_bytes() {
+        let mut doc = base();
+        let mut chunk = doc.get_changes(&[])[0].raw_bytes().to_vec();
+        assert!(parse_changes(doc_id(), std::slice::from_ref(&chunk)).is_ok());
+        chunk.push(0);
+        assert!(parse_changes(doc_id(), &[chunk]).is_err());
+        assert!(parse_changes(doc_id(), &[vec![1, 2, 3]]).is_err());
+    }
+}

@@ -1,0 +1,196 @@
+//! The versioned binary sync messages exchanged on `POST /v1/sync`.
+//!
+//! One request carries everything a device has to say (its feed cursor and, per document it
+//! changed, the heads the server last acknowledged, its current heads and the changes since);
+//! one response carries everything the server has to say back. That makes a typical resync one
+//! round trip whose size is what changed, not what exists.
+//!
+//! Framing: 4 magic bytes `FCS` + version byte, then a postcard body. Changes travel as a list
+//! of individual change chunks (never one concatenated blob) so that the server can parse each
+//! one strictly with `Change::try_from`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::DecodeError;
+use crate::ids::DocumentId;
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u8 = 1;
+
+/// Media type of sync request and response bodies.
+pub const CONTENT_TYPE: &str = "application/vnd.fieldcase.sync";
+
+const MAGIC: &[u8; 3] = b"FCS";
+
+/// A change hash on the wire.
+pub type Hash = [u8; 32];
+
+/// What a device sends in one sync round trip.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncRequest {
+    /// The server feed sequence up to which this device has applied every change in its scope.
+    pub cursor: u64,
+    /// One entry per document with changes the server has not acknowledged.
+    pub docs: Vec<DocUpload>,
+}
+
+/// The changes one device uploads for one document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocUpload {
+    /// The document.
+    pub doc_id: DocumentId,
+    /// The heads the server last acknowledged for this document (empty for a new document).
+    pub base_heads: Vec<Hash>,
+    /// The device's heads after the uploaded changes.
+    pub heads: Vec<Hash>,
+    /// Each change as one chunk, in causal order.
+    pub changes: Vec<Vec<u8>>,
+}
+
+/// What the server answers to one [`SyncRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct SyncResponse {
+    /// The feed sequence the device has reached once it applied `updates`.
+    pub cursor: u64,
+    /// More changes are waiting: send another request with the new cursor.
+    pub more: bool,
+    /// One result per uploaded document, in upload order.
+    pub results: Vec<DocResult>,
+    /// Changes the device lacks, grouped by document.
+    pub updates: Vec<DocUpdate>,
+    /// Documents that left this device's scope.
+    pub evict: Vec<DocumentId>,
+}
+
+/// The server's verdict on one uploaded document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocResult {
+    /// The document.
+    pub doc_id: DocumentId,
+    /// Accepted (with the server's heads) or rejected (with a reason).
+    pub outcome: DocOutcome,
+}
+
+/// Accepted or rejected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DocOutcome {
+    /// Every uploaded change is durably stored.
+    Accepted {
+        /// The server's heads after the merge.
+        heads: Vec<Hash>,
+        /// How many of the uploaded changes were new to the server.
+        stored: u32,
+    },
+    /// Nothing of this document's upload was stored.
+    Rejected {
+        /// Stable snake_case code.
+        code: String,
+        /// Human sentence.
+        message: String,
+    },
+}
+
+/// Changes for one document that the device does not hold yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocUpdate {
+    /// The document.
+    pub doc_id: DocumentId,
+    /// Change chunks in causal order.
+    pub changes: Vec<Vec<u8>>,
+}
+
+impl SyncRequest {
+    /// Frames the request for the wire.
+    pub fn encode(&self) -> Vec<u8> {
+        encode(self)
+    }
+
+    /// Parses a request body; never panics on hostile bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        decode(bytes)
+    }
+
+    /// Number of change chunks in the request.
+    pub fn change_count(&self) -> usize {
+        self.docs.iter().map(|doc| doc.changes.len()).sum()
+    }
+}
+
+impl SyncResponse {
+    /// Frames the response for the wire.
+    pub fn encode(&self) -> Vec<u8> {
+        encode(self)
+    }
+
+    /// Parses a response body.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        decode(bytes)
+    }
+}
+
+fn encode<T: Serialize>(message: &T) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(MAGIC);
+    out.push(PROTOCOL_VERSION);
+    postcard::to_extend(message, out).expect("serialising into a Vec cannot fail")
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, DecodeError> {
+    let Some(body) = bytes.strip_prefix(MAGIC.as_slice()) else {
+        return Err(DecodeError::BadMagic);
+    };
+    let Some((&version, body)) = body.split_first() else {
+        return Err(DecodeError::Malformed("message ends after the magic bytes".to_owned()));
+    };
+    if version != PROTOCOL_VERSION {
+        return Err(DecodeError::UnsupportedVersion(version));
+    }
+    let (message, rest) =
+        postcard::take_from_bytes(body).map_err(|err| DecodeError::Malformed(err.to_string()))?;
+    if !rest.is_empty() {
+        return Err(DecodeError::Malformed(format!("{} bytes of trailing data", rest.len())));
+    }
+    Ok(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_request() -> SyncRequest {
+        SyncRequest {
+            cursor: 42,
+            docs: vec![DocUpload {
+                doc_id: DocumentId::from_bytes([1; 16]),
+                base_heads: vec![[2; 32]],
+                heads: vec![[3; 32]],
+                changes: vec![vec![9, 8, 7]],
+            }],
+        }
+    }
+
+    #[test]
+    fn request_round_trips() {
+        let request = sample_request();
+        assert_eq!(SyncRequest::decode(&request.encode()).unwrap(), request);
+    }
+
+    #[test]
+    fn hostile_bytes_are_decode_errors() {
+        let bytes = sample_request().encode();
+        assert_eq!(SyncRequest::decode(b"garbage"), Err(DecodeError::BadMagic));
+        assert_eq!(SyncRequest::decode(b"FCS\x09"), Err(DecodeError::UnsupportedVersion(9)));
+        for cut in 3..bytes.len() {
+            assert!(SyncRequest::decode(&bytes[..cut]).is_err(), "prefix of {cut} bytes decoded");
+        }
+        let mut trailing = bytes;
+        trailing.push(0);
+        assert!(matches!(SyncRequest::decode(&trailing), Err(DecodeError::Malformed(_))));
+    }
+
+    #[test]
+    fn an_empty_request_is_a_few_bytes() {
+        let request = SyncRequest { cursor: 1_000_000, docs: vec![] };
+        assert!(request.encode().len() <= 8);
+    }
+}

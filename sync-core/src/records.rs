@@ -1,0 +1,221 @@
+//! The typed record documents and the parts they share.
+//!
+//! Each record is one Automerge document whose root map is reconciled from and hydrated into
+//! the structs below with autosurgeon. A document is created once (on the device that opens the
+//! record) and every other replica receives it by sync: two replicas that reconciled the same
+//! struct into empty documents would hold two unrelated histories (AUTOMERGE.md P11).
+
+mod case_file;
+mod inspection;
+mod procedure;
+
+use automerge::{ActorId, AutoCommit, ROOT, TextEncoding, transaction::CommitOptions};
+use autosurgeon::{Hydrate, Reconcile, hydrate, hydrate_prop, reconcile};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{EditError, ReplicaError};
+pub use crate::records::case_file::{CaseFile, IssuedDocument, Penalty, TimelineEvent};
+pub use crate::records::inspection::{ChecklistItem, Gnss, InspectionRecord, Signature, Site};
+pub use crate::records::procedure::{CaseState, Procedure, ProcedureFold, TransitionIssue};
+
+/// The schema version written by this build; readers accept this and every older version.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Which kind of record a document holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordKind {
+    /// 检查记录: an on-site inspection.
+    Inspection,
+    /// 案卷: an enforcement case file.
+    Case,
+}
+
+impl RecordKind {
+    /// The value stored in the document's `kind` field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Inspection => "inspection",
+            Self::Case => "case",
+        }
+    }
+
+    /// Reads the value stored in the document's `kind` field.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "inspection" => Some(Self::Inspection),
+            "case" => Some(Self::Case),
+            _ => None,
+        }
+    }
+
+    /// Reads the kind of a record document.
+    pub fn of(doc: &impl autosurgeon::ReadDoc) -> Result<Self, EditError> {
+        let kind: Option<String> = hydrate_prop(doc, ROOT, "kind")
+            .map_err(|err| EditError::NotARecord(err.to_string()))?;
+        kind.as_deref()
+            .and_then(Self::parse)
+            .ok_or_else(|| EditError::NotARecord(format!("unknown kind {kind:?}")))
+    }
+}
+
+/// A party (当事人): the person or organisation inspected or penalised.
+#[derive(Debug, Clone, PartialEq, Default, Reconcile, Hydrate, Serialize)]
+pub struct Party {
+    /// `natural`, `legal`, `other_org` or `individual_business`.
+    pub kind: String,
+    /// Full name.
+    pub name: String,
+    /// 身份证 or 统一社会信用代码: the de-duplication key across agencies.
+    pub id_number: String,
+}
+
+impl Party {
+    /// Whether the party is an organisation (which raises the on-site fine ceiling).
+    pub fn is_organisation(&self) -> bool {
+        matches!(self.kind.as_str(), "legal" | "other_org")
+    }
+}
+
+/// An officer present at an act, with the certificate number shown to the party.
+#[derive(Debug, Clone, PartialEq, Reconcile, Hydrate, Serialize)]
+pub struct OfficerPresent {
+    /// Registry id of the officer.
+    #[key]
+    pub officer: String,
+    /// Certificate number shown (出示证件); empty until the device knows it.
+    pub cert_no: String,
+}
+
+/// One evidence item (证据). The bytes travel separately as a content-addressed blob.
+#[derive(Debug, Clone, PartialEq, Reconcile, Hydrate, Serialize)]
+pub struct Evidence {
+    /// Id minted on the device; concurrent additions stay separate items.
+    #[key]
+    pub id: String,
+    /// One of the legal evidence classes (photo, document, audio, video, testimony, …).
+    pub kind: String,
+    /// Hex SHA-256 of the bytes taken at capture.
+    pub sha256: String,
+    /// Size of the bytes.
+    pub size: i64,
+    /// Media type of the bytes.
+    pub media_type: String,
+    /// Device time of capture, milliseconds since the Unix epoch.
+    pub captured_at: i64,
+    /// Officer or device that captured it.
+    pub captured_by: String,
+    /// Free-text note.
+    pub note: String,
+    /// Set when the item is withdrawn: the item and its bytes stay, the removal is an event.
+    pub removed: Option<Removal>,
+}
+
+/// The attributed withdrawal of an evidence item.
+#[derive(Debug, Clone, PartialEq, Reconcile, Hydrate, Serialize)]
+pub struct Removal {
+    /// Device time, milliseconds since the Unix epoch.
+    pub at: i64,
+    /// Officer or device that withdrew it.
+    pub by: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Creates a new record document with the given actor, committed as one change.
+///
+/// `now_ms` is the device time of creation; sync-core never reads the clock.
+pub fn create_document<T: Reconcile>(
+    actor: &ActorId,
+    record: &T,
+    now_ms: i64,
+) -> Result<AutoCommit, ReplicaError> {
+    let mut doc = new_document(actor);
+    reconcile(&mut doc, record).map_err(|err| ReplicaError::Reconcile(err.to_string()))?;
+    doc.commit_with(CommitOptions::default().with_message("create").with_time(now_ms / 1000));
+    Ok(doc)
+}
+
+/// An empty document with the device's actor and UTF-8 text indices (AUTOMERGE.md P1).
+pub fn new_document(actor: &ActorId) -> AutoCommit {
+    AutoCommit::new_with_encoding(TextEncoding::Utf8CodeUnit).with_actor(actor.clone())
+}
+
+/// Either record, hydrated.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record {
+    /// An inspection record.
+    Inspection(Box<InspectionRecord>),
+    /// A case file.
+    Case(Box<CaseFile>),
+}
+
+impl Record {
+    /// Hydrates whichever record the document holds.
+    pub fn hydrate(doc: &impl autosurgeon::ReadDoc) -> Result<Self, EditError> {
+        let invalid = |err: autosurgeon::HydrateError| EditError::NotARecord(err.to_string());
+        Ok(match RecordKind::of(doc)? {
+            RecordKind::Inspection => Self::Inspection(Box::new(hydrate(doc).map_err(invalid)?)),
+            RecordKind::Case => Self::Case(Box::new(hydrate(doc).map_err(invalid)?)),
+        })
+    }
+
+    /// The record's kind.
+    pub fn kind(&self) -> RecordKind {
+        match self {
+            Self::Inspection(_) => RecordKind::Inspection,
+            Self::Case(_) => RecordKind::Case,
+        }
+    }
+
+    /// The matter code (执法事项).
+    pub fn matter(&self) -> &str {
+        match self {
+            Self::Inspection(record) => &record.matter,
+            Self::Case(record) => &record.matter,
+        }
+    }
+
+    /// The handling township.
+    pub fn township(&self) -> &str {
+        match self {
+            Self::Inspection(record) => &record.township,
+            Self::Case(record) => &record.township,
+        }
+    }
+
+    /// The first party's id number, the key for duplicate-enforcement checks.
+    pub fn party_key(&self) -> Option<&str> {
+        let party = match self {
+            Self::Inspection(record) => Some(&record.party),
+            Self::Case(record) => record.parties.first(),
+        };
+        party.map(|party| party.id_number.as_str()).filter(|key| !key.is_empty())
+    }
+
+    /// The officers present, for the two-officer rule.
+    pub fn officers(&self) -> &[OfficerPresent] {
+        match self {
+            Self::Inspection(record) => &record.officers,
+            Self::Case(record) => &record.officers,
+        }
+    }
+
+    /// The evidence list.
+    pub fn evidence(&self) -> &[Evidence] {
+        match self {
+            Self::Inspection(record) => &record.evidence,
+            Self::Case(record) => &record.evidence,
+        }
+    }
+
+    /// A one-word status for lists and SQL projections.
+    pub fn status(&self) -> String {
+        match self {
+            Self::Inspection(record) => {
+                if record.ended_at.is_some() { "closed" } else { "open" }.to_owned()
+            }
+            Self::Case(record) => record.fold().state.as_str().to_owned(),
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! The case procedure: states, transitions and the fold that derives a case's state.
+//!
+//! The state machine follows DOMAIN.md §2. The fold never refuses an event (what happened in
+//! the field happened); an event whose precondition fails, or two transitions written
+//! concurrently from the same point, become [`TransitionIssue`]s that validation reports.
+
+use std::collections::BTreeMap;
+
+use crate::records::case_file::TimelineEvent;
+
+/// Summary (简易程序, on-site decision) or general (普通程序) procedure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Procedure {
+    /// 简易程序.
+    Summary,
+    /// 普通程序.
+    General,
+}
+
+impl Procedure {
+    /// The stored form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Summary => "summary",
+            Self::General => "general",
+        }
+    }
+
+    /// Reads the stored form.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "summary" => Some(Self::Summary),
+            "general" => Some(Self::General),
+            _ => None,
+        }
+    }
+
+    fn initial_state(self) -> CaseState {
+        match self {
+            Self::Summary => CaseState::Draft,
+            Self::General => CaseState::Lead,
+        }
+    }
+}
+
+/// Every state a case can be in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum CaseState {
+    /// Summary procedure, before the on-site decision.
+    Draft,
+    /// 当场处罚: decision handed over on site.
+    IssuedOnSite,
+    /// 备案: on-site decision filed with the agency.
+    FiledWithAgency,
+    /// Summary decision executed.
+    Executed,
+    /// General procedure: a lead (线索), not yet filed.
+    Lead,
+    /// 立案.
+    Filed,
+    /// Under investigation.
+    Investigating,
+    /// Investigation paused (鉴定, 公告, …).
+    Suspended,
+    /// 调查终结.
+    InvestigationClosed,
+    /// 法制审核 under way.
+    LegalReview,
+    /// 事先告知 sent.
+    Notified,
+    /// 听证.
+    Hearing,
+    /// 集体讨论.
+    CollectiveDiscussion,
+    /// Decision made.
+    Decided,
+    /// Decision served on the party.
+    Served,
+    /// Being executed (payment, rectification).
+    Executing,
+    /// 结案.
+    Closed,
+    /// 归档.
+    Archived,
+    /// 不予立案.
+    NotFiled,
+    /// 终止调查.
+    Terminated,
+    /// 移送.
+    Transferred,
+}
+
+impl CaseState {
+    /// The stored and projected form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Draft => "draft",
+            Self::IssuedOnSite => "issued_on_site",
+            Self::FiledWithAgency => "filed_with_agency",
+            Self::Executed => "executed",
+            Self::Lead => "lead",
+            Self::Filed => "filed",
+            Self::Investigating => "investigating",
+            Self::Suspended => "suspended",
+            Self::InvestigationClosed => "investigation_closed",
+            Self::LegalReview => "legal_review",
+            Self::Notified => "notified",
+            Self::Hearing => "hearing",
+            Self::CollectiveDiscussion => "collective_discussion",
+            Self::Decided => "decided",
+            Self::Served => "served",
+            Self::Executing => "executing",
+            Self::Closed => "closed",
+            Self::Archived => "archived",
+            Self::NotFiled => "not_filed",
+            Self::Terminated => "terminated",
+            Self::Transferred => "transferred",
+        }
+    }
+}
+
+/// The states an event kind may start from, and the state it leads to; `None` for events that
+/// do not move the case (notes, requests, extensions).
+fn transition(kind: &str) -> Option<(&'static [CaseState], CaseState)> {
+    use CaseState as S;
+    const OPEN: &[CaseState] = &[
+        S::Lead,
+        S::Filed,
+        S::Investigating,
+        S::Suspended,
+        S::InvestigationClosed,
+        S::LegalReview,
+        S::Notified,
+        S::Hearing,
+        S::CollectiveDiscussion,
+    ];
+    Some(match kind {
+        "issue_on_site" => (&[S::Draft], S::IssuedOnSite),
+        "file_with_agency" => (&[S::IssuedOnSite], S::FiledWithAgency),
+        "execute" => (&[S::IssuedOnSite, S::FiledWithAgency], S::Executed),
+        "file" => (&[S::Lead], S::Filed),
+        "not_file" => (&[S::Lead], S::NotFiled),
+        "investigate" => (&[S::Filed], S::Investigating),
+        "suspend" => (&[S::Investigating], S::Suspended),
+        "resume" => (&[S::Suspended], S::Investigating),
+        "close_investigation" => (&[S::Investigating], S::InvestigationClosed),
+        "legal_review" => (&[S::InvestigationClosed, S::Hearing], S::LegalReview),
+        "notify" => (&[S::InvestigationClosed, S::LegalReview], S::Notified),
+        "hearing" => (&[S::Notified], S::Hearing),
+        "collective_discussion" => {
+            (&[S::Notified, S::Hearing, S::LegalReview], S::CollectiveDiscussion)
+        }
+        "decide" => {
+            (&[S::Notified, S::Hearing, S::LegalReview, S::CollectiveDiscussion], S::Decided)
+        }
+        "serve" => (&[S::Decided], S::Served),
+        "begin_execution" => (&[S::Served], S::Executing),
+        "close" => (
+            &[
+                S::Executing,
+                S::Served,
+                S::Executed,
+                S::FiledWithAgency,
+                S::NotFiled,
+                S::Terminated,
+                S::Transferred,
+            ],
+            S::Closed,
+        ),
+        "archive" => (&[S::Closed], S::Archived),
+        "terminate" => (OPEN, S::Terminated),
+        "transfer" => (OPEN, S::Transferred),
+        _ => return None,
+    })
+}
+
+/// Something irregular in a timeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransitionIssue {
+    /// The event's precondition failed: the case was not in a state it may start from.
+    Invalid {
+        /// Position of the event in the timeline.
+        index: usize,
+        /// The event kind.
+        kind: String,
+        /// The state the case was in.
+        from: CaseState,
+    },
+    /// Two or more transitions were written concurrently after the same event.
+    Concurrent {
+        /// Positions of the concurrent events.
+        indexes: Vec<usize>,
+        /// Their kinds.
+        kinds: Vec<String>,
+    },
+}
+
+/// The outcome of folding a timeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcedureFold {
+    /// The state after the last applicable event.
+    pub state: CaseState,
+    /// Every irregularity found.
+    pub issues: Vec<TransitionIssue>,
+}
+
+impl ProcedureFold {
+    /// Folds the events in timeline order. An invalid transition is reported and skipped, so
+    /// one bad event does not hide the rest of the case.
+    pub fn run(procedure: Procedure, events: &[TimelineEvent]) -> Self {
+        let mut state = procedure.initial_state();
+        let mut issues = Vec::new();
+        let mut by_prev: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (index, event) in events.iter().enumerate() {
+            let Some((from, to)) = transition(&event.kind) else { continue };
+            by_prev.entry(event.prev.as_str()).or_default().push(index);
+            if from.contains(&state) {
+                state = to;
+            } else {
+                issues.push(TransitionIssue::Invalid {
+                    index,
+                    kind: event.kind.clone(),
+                    from: state,
+                });
+            }
+        }
+        for indexes in by_prev.into_values().filter(|indexes| indexes.len() > 1) {
+            let kinds = indexes.iter().map(|&index| events[index].kind.clone()).collect();
+            issues.push(TransitionIssue::Concurrent { indexes, kinds });
+        }
+        Self { state, issues }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(id: &str, kind: &str, prev: &str) -> TimelineEvent {
+        TimelineEvent {
+            id: id.to_owned(),
+            kind: kind.to_owned(),
+            prev: prev.to_owned(),
+            officer: "o1".to_owned(),
+            actor: "aa".to_owned(),
+            device_time: 0,
+            fields: BTreeMap::new(),
+        }
+    }
+
+    #[track_caller]
+    fn check(procedure: Procedure, events: &[(&str, &str, &str)], state: CaseState, issues: usize) {
+        let events: Vec<_> = events.iter().map(|(id, kind, prev)| event(id, kind, prev)).collect();
+        let fold = ProcedureFold::run(procedure, &events);
+        assert_eq!(fold.state, state, "{fold:?}");
+        assert_eq!(fold.issues.len(), issues, "{fold:?}");
+    }
+
+    #[test]
+    fn general_procedure_runs_to_archive() {
+        let kinds = [
+            "file",
+            "investigate",
+            "suspend",
+            "resume",
+            "close_investigation",
+            "notify",
+            "hearing",
+            "legal_review",
+            "decide",
+            "serve",
+            "begin_execution",
+            "close",
+            "archive",
+        ];
+        let ids: Vec<String> = (0..kinds.len()).map(|i| format!("e{i}")).collect();
+        let events: Vec<(&str, &str, &str)> = kinds
+            .iter()
+            .enumerate()
+            .map(|(i, kind)| {
+                (ids[i].as_str(), *kind, if i == 0 { "" } else { ids[i - 1].as_str() })
+            })
+            .collect();
+        check(Procedure::General, &events, CaseState::Archived, 0);
+    }
+
+    #[test]
+    fn summary_procedure_and_notes() {
+        check(
+            Procedure::Summary,
+            &[("a", "issue_on_site", ""), ("b", "note", "a"), ("c", "file_with_agency", "b")],
+            CaseState::FiledWithAgency,
+            0,
+        );
+    }
+
+    #[test]
+    fn a_failed_precondition_is_an_issue_not_a_state() {
+        check(Procedure::General, &[("a", "decide", "")], CaseState::Lead, 1);
+    }
+
+    #[test]
+    fn concurrent_transitions_are_an_issue() {
+        check(
+            Procedure::General,
+            &[("a", "file", ""), ("b", "investigate", "a"), ("c", "terminate", "a")],
+            CaseState::Terminated,
+            1,
+        );
+    }
+}

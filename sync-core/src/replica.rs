@@ -1,0 +1,258 @@
+//! The device side of sync: what is pending, what to send, how to apply the answer.
+//!
+//! A device holds each record as a [`DeviceDoc`]: the Automerge document plus the heads the
+//! server has acknowledged (`synced_heads`). Everything after those heads is pending. A
+//! [`SyncRound`] turns the pending changes of every document into one [`SyncRequest`] and
+//! applies the [`SyncResponse`]: it merges the changes the device lacked (one apply call per
+//! document) and moves `synced_heads` over everything the server now holds. The caller persists
+//! the touched documents and the new cursor in one transaction, so an interrupted sync resumes
+//! from the last acknowledged state and re-sends, harmlessly, whatever was not acknowledged.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use automerge::{ActorId, AutoCommit, Change, ChangeHash, ReadDoc, TextEncoding};
+use automerge::{LoadOptions, OnPartialLoad, VerificationMode};
+
+use crate::error::ReplicaError;
+use crate::ids::DocumentId;
+use crate::merge::heads_after;
+use crate::protocol::{DocOutcome, DocUpload, Hash, SyncRequest, SyncResponse};
+use crate::records::{RecordKind, new_document};
+use crate::view::DocumentView;
+
+/// One record document on a device.
+pub struct DeviceDoc {
+    id: DocumentId,
+    doc: AutoCommit,
+    // Invariant: every change these heads cover is stored on the server.
+    synced_heads: Vec<ChangeHash>,
+}
+
+impl DeviceDoc {
+    /// Wraps a document created on this device; nothing of it is on the server yet.
+    pub fn new(id: DocumentId, doc: AutoCommit) -> Self {
+        Self { id, doc, synced_heads: Vec::new() }
+    }
+
+    /// Loads a stored document and sets this device's actor and UTF-8 text indices again,
+    /// both of which `load` resets (AUTOMERGE.md P1, P5).
+    pub fn load(
+        id: DocumentId,
+        bytes: &[u8],
+        synced_heads: Vec<ChangeHash>,
+        actor: &ActorId,
+    ) -> Result<Self, ReplicaError> {
+        let options = LoadOptions::new()
+            .on_partial_load(OnPartialLoad::Error)
+            .verification_mode(VerificationMode::Check)
+            .text_encoding(TextEncoding::Utf8CodeUnit);
+        let doc = AutoCommit::load_with_options(bytes, options)
+            .map_err(|err| ReplicaError::Corrupt(err.to_string()))?
+            .with_actor(actor.clone());
+        Ok(Self { id, doc, synced_heads })
+    }
+
+    /// The document id.
+    pub fn id(&self) -> DocumentId {
+        self.id
+    }
+
+    /// The document, to read.
+    pub fn doc(&self) -> &AutoCommit {
+        &self.doc
+    }
+
+    /// The document, to edit; the caller commits.
+    pub fn doc_mut(&mut self) -> &mut AutoCommit {
+        &mut self.doc
+    }
+
+    /// The heads the server has acknowledged.
+    pub fn synced_heads(&self) -> &[ChangeHash] {
+        &self.synced_heads
+    }
+
+    /// The document's current heads.
+    pub fn heads(&mut self) -> Vec<ChangeHash> {
+        self.doc.get_heads()
+    }
+
+    /// The record kind, if the document is a record.
+    pub fn kind(&self) -> Option<RecordKind> {
+        RecordKind::of(&self.doc).ok()
+    }
+
+    /// The whole document, compressed, for local storage.
+    pub fn save(&mut self) -> Vec<u8> {
+        self.doc.save()
+    }
+
+    /// The changes the server has not acknowledged.
+    pub fn pending(&mut self) -> Vec<Change> {
+        self.doc.get_changes(&self.synced_heads)
+    }
+
+    /// Whether anything is pending.
+    pub fn has_pending(&mut self) -> bool {
+        let mut heads = self.doc.get_heads();
+        heads.sort();
+        let mut synced = self.synced_heads.clone();
+        synced.sort();
+        // The synced set is always a causally closed subset of the document, so equal heads
+        // mean equal sets and any difference means something is pending.
+        heads != synced
+    }
+
+    /// The merged view, as `show --json` prints it.
+    pub fn view(&mut self) -> DocumentView {
+        let heads = self.doc.get_heads();
+        DocumentView::build(self.id, &heads, &self.doc)
+    }
+
+    /// Merges changes received from the server in one call and returns those that were new.
+    fn apply_remote(&mut self, changes: Vec<Change>) -> Result<Vec<Change>, ReplicaError> {
+        let new_changes: Vec<Change> = changes
+            .into_iter()
+            .filter(|change| self.doc.get_change_meta_by_hash(&change.hash()).is_none())
+            .collect();
+        if new_changes.is_empty() {
+            return Ok(new_changes);
+        }
+        self.doc
+            .apply_changes(new_changes.iter().cloned())
+            .map_err(|err| ReplicaError::Corrupt(err.to_string()))?;
+        if !self.doc.get_missing_deps(&[]).is_empty() {
+            return Err(ReplicaError::Incomplete(self.id.to_string()));
+        }
+        Ok(new_changes)
+    }
+}
+
+/// One sync round trip: the request built from pending changes, and how to apply the answer.
+pub struct SyncRound {
+    request: SyncRequest,
+    uploaded: HashMap<DocumentId, Vec<Change>>,
+}
+
+/// What a round changed on the device.
+#[derive(Debug, Default)]
+pub struct RoundOutcome {
+    /// The cursor to store with the documents.
+    pub cursor: u64,
+    /// The server has more to send: run another round.
+    pub more: bool,
+    /// Changes the server newly stored from this device.
+    pub uploaded: usize,
+    /// Changes received that the device did not hold.
+    pub downloaded: usize,
+    /// Uploads the server refused: document, code, message.
+    pub rejected: Vec<(DocumentId, String, String)>,
+    /// Documents whose bytes or synced heads changed and must be stored.
+    pub touched: BTreeSet<DocumentId>,
+    /// Documents that left the device's scope and have nothing pending: delete them.
+    pub evicted: Vec<DocumentId>,
+}
+
+impl SyncRound {
+    /// Builds the request: every document with pending changes, and the cursor.
+    pub fn plan<'a>(cursor: u64, docs: impl IntoIterator<Item = &'a mut DeviceDoc>) -> Self {
+        let mut uploads = Vec::new();
+        let mut uploaded = HashMap::new();
+        for device_doc in docs {
+            let pending = device_doc.pending();
+            if pending.is_empty() {
+                continue;
+            }
+            let mut pending_bytes = pending;
+            uploads.push(DocUpload {
+                doc_id: device_doc.id,
+                base_heads: device_doc.synced_heads.iter().map(|hash| hash.0).collect(),
+                heads: device_doc.doc.get_heads().iter().map(|hash| hash.0).collect(),
+                changes: pending_bytes
+                    .iter_mut()
+                    .map(|change| change.bytes().into_owned())
+                    .collect(),
+            });
+            uploaded.insert(device_doc.id, pending_bytes);
+        }
+        Self { request: SyncRequest { cursor, docs: uploads }, uploaded }
+    }
+
+    /// The request to send.
+    pub fn request(&self) -> &SyncRequest {
+        &self.request
+    }
+
+    /// Whether there is nothing to upload (the round may still download).
+    pub fn is_empty(&self) -> bool {
+        self.request.docs.is_empty()
+    }
+
+    /// Documents the response updates, so the caller can load them before [`Self::apply`].
+    pub fn documents_in(response: &SyncResponse) -> impl Iterator<Item = DocumentId> + '_ {
+        response.updates.iter().map(|update| update.doc_id).chain(response.evict.iter().copied())
+    }
+
+    /// Applies the server's answer to `docs`, which must hold every uploaded document and
+    /// every document of the response that the device already has; new documents are created.
+    pub fn apply(
+        mut self,
+        response: SyncResponse,
+        docs: &mut BTreeMap<DocumentId, DeviceDoc>,
+        actor: &ActorId,
+    ) -> Result<RoundOutcome, ReplicaError> {
+        let mut outcome = RoundOutcome {
+            cursor: response.cursor,
+            more: response.more,
+            ..RoundOutcome::default()
+        };
+        let mut acknowledged: HashMap<DocumentId, Vec<Change>> = HashMap::new();
+        for result in response.results {
+            let uploaded = self.uploaded.remove(&result.doc_id).unwrap_or_default();
+            match result.outcome {
+                DocOutcome::Accepted { stored, .. } => {
+                    outcome.uploaded += stored as usize;
+                    acknowledged.insert(result.doc_id, uploaded);
+                }
+                DocOutcome::Rejected { code, message } => {
+                    outcome.rejected.push((result.doc_id, code, message));
+                }
+            }
+        }
+        let mut received: HashMap<DocumentId, Vec<Change>> = HashMap::new();
+        for update in response.updates {
+            let changes = update
+                .changes
+                .iter()
+                .map(|bytes| Change::try_from(bytes.as_slice()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|err| ReplicaError::Corrupt(err.to_string()))?;
+            let device_doc = docs
+                .entry(update.doc_id)
+                .or_insert_with(|| DeviceDoc::new(update.doc_id, new_document(actor)));
+            let new_changes = device_doc.apply_remote(changes)?;
+            outcome.downloaded += new_changes.len();
+            received.entry(update.doc_id).or_default().extend(new_changes);
+        }
+        let ids: BTreeSet<DocumentId> =
+            acknowledged.keys().chain(received.keys()).copied().collect();
+        for id in ids {
+            let Some(device_doc) = docs.get_mut(&id) else { continue };
+            let mut added = acknowledged.remove(&id).unwrap_or_default();
+            added.extend(received.remove(&id).unwrap_or_default());
+            device_doc.synced_heads = heads_after(&device_doc.synced_heads, &added);
+            outcome.touched.insert(id);
+        }
+        for id in response.evict {
+            if docs.get_mut(&id).is_some_and(|device_doc| device_doc.pending().is_empty()) {
+                outcome.evicted.push(id);
+            }
+        }
+        Ok(outcome)
+    }
+}
+
+/// Converts wire hashes to change hashes.
+pub fn hashes_from_wire(hashes: &[Hash]) -> Vec<ChangeHash> {
+    hashes.iter().map(|hash| ChangeHash(*hash)).collect()
+}
