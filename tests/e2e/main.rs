@@ -1,1 +1,8 @@
-fn main() {}
+//! Black-box end-to-end tests: the real `fieldcase-server` on port 0 and real `fieldcase` devices.
+//!
+//! Build the binaries first: `cargo build --workspace --bins && cargo test --workspace`.
+
+mod errors;
+mod harness;
+mod sync;
+mod tidy;
