@@ -1,1 +1,159 @@
-fn main() {}
+//! `fieldcase`: the command line of a fieldcase field device; parses and dispatches only.
+
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "the binary's output is its interface: results on stdout, errors on stderr"
+)]
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::error::ErrorKind;
+use clap::{Parser, Subcommand};
+use cli::commands::device::{
+    self, CaseNewArgs, EditArgs, EventArgs, EvidenceAddArgs, InspectionNewArgs, ShowArgs,
+};
+use cli::commands::{self, Output, Settings};
+use serde_json::json;
+
+/// The field device client of fieldcase: records inspections and case files offline and
+/// syncs them with the server.
+#[derive(Debug, Parser)]
+#[command(name = "fieldcase", version)]
+struct Config {
+    /// Directory of this device's replica (`replica.sqlite`) and evidence blobs.
+    #[arg(long, env = "FIELDCASE_HOME", default_value = "./fieldcase-home", global = true)]
+    home: PathBuf,
+    /// Base URL of the fieldcase server; only `sync` contacts it.
+    #[arg(long, env = "FIELDCASE_SERVER", default_value = "http://127.0.0.1:8080", global = true)]
+    server: String,
+    /// Print one JSON document (DESIGN.md §9), failures included, instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// A `fieldcase` command.
+///
+/// Exit status: 0 when the command did its work (a sync whose uploads were partly refused
+/// did its work: see `ok` and `rejected`); 1 when it failed (bad input, unknown document,
+/// local storage, or the server refused the request); 2 on a command-line usage error;
+/// 3 when the server could not be reached, so a script knows that retrying later may help.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Inspection records (检查记录).
+    #[command(subcommand)]
+    Inspection(InspectionCommand),
+    /// Case files (案卷).
+    #[command(subcommand)]
+    Case(CaseCommand),
+    /// Edits fields of a document by dotted path, offline, as one change.
+    Edit(EditArgs),
+    /// Evidence items and their bytes.
+    #[command(subcommand)]
+    Evidence(EvidenceCommand),
+    /// Appends an event (file, notify, decide, serve, close, ...) to a case file's timeline.
+    Event(EventArgs),
+    /// Shows the merged view of a document: record, conflicts, findings.
+    Show(ShowArgs),
+    /// Lists the documents on this device.
+    List,
+    /// Shows the device's actor, cursor, last sync and what is waiting to sync.
+    Status,
+    /// Sends pending changes to the server and receives everyone else's.
+    Sync,
+}
+
+/// `fieldcase inspection ...`.
+#[derive(Debug, Subcommand)]
+enum InspectionCommand {
+    /// Opens a new inspection record on this device.
+    New(InspectionNewArgs),
+}
+
+/// `fieldcase case ...`.
+#[derive(Debug, Subcommand)]
+enum CaseCommand {
+    /// Opens a new case file on this device.
+    New(CaseNewArgs),
+}
+
+/// `fieldcase evidence ...`.
+#[derive(Debug, Subcommand)]
+enum EvidenceCommand {
+    /// Adds a file as an evidence item of a document.
+    Add(EvidenceAddArgs),
+}
+
+fn main() -> ExitCode {
+    let config = match Config::try_parse() {
+        Ok(config) => config,
+        Err(error) => return usage_error(&error),
+    };
+    let settings = Settings { home: config.home, server: config.server, json: config.json };
+    match dispatch(config.command, &settings) {
+        Ok(output) => print_output(if settings.json { output.json() } else { output.text() }),
+        Err(error) => {
+            if settings.json {
+                print_output(&commands::error_json(&error));
+            } else {
+                eprintln!("error: {error:?}");
+            }
+            match commands::error_code(&error) {
+                "server_unreachable" => ExitCode::from(3),
+                _ => ExitCode::FAILURE,
+            }
+        }
+    }
+}
+
+fn dispatch(command: Command, settings: &Settings) -> anyhow::Result<Output> {
+    match command {
+        Command::Inspection(InspectionCommand::New(args)) => device::inspection_new(settings, args),
+        Command::Case(CaseCommand::New(args)) => device::case_new(settings, args),
+        Command::Edit(args) => device::edit(settings, &args),
+        Command::Evidence(EvidenceCommand::Add(args)) => device::evidence_add(settings, args),
+        Command::Event(args) => device::event(settings, args),
+        Command::Show(args) => device::show(settings, &args),
+        Command::List => device::list(settings),
+        Command::Status => device::status(settings),
+        Command::Sync => device::sync(settings),
+    }
+}
+
+/// Prints `text` on stdout; a closed pipe (`fieldcase list | head`) is not a failure.
+fn print_output(text: &str) -> ExitCode {
+    match writeln!(io::stdout().lock(), "{text}") {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) if error.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: cannot write the output: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Help and version print as usual; a usage error prints as JSON when `--json` was given,
+/// because scripts read stdout for failures too.
+fn usage_error(error: &clap::Error) -> ExitCode {
+    let informational = matches!(error.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion);
+    if informational || !std::env::args_os().any(|arg| arg == "--json") {
+        error.exit();
+    }
+    // The message is what clap says before its usage lines, on one line.
+    let rendered = error.render().to_string();
+    let message = rendered
+        .lines()
+        .take_while(|line| !line.starts_with("Usage:"))
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let message = message.trim_start_matches("error: ");
+    print_output(&json!({"error": {"code": "invalid_argument", "message": message}}).to_string());
+    ExitCode::from(2)
+}

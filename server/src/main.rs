@@ -1,1 +1,66 @@
-fn main() {}
+//! The `fieldcase-server` binary: reads the configuration, opens the store, binds and serves
+//! until SIGINT or SIGTERM.
+
+// The first stdout line, `listening on ADDR`, is the contract with scripts and the e2e harness,
+// which read the bound port from it; everything else goes through tracing to stderr.
+#![allow(clippy::print_stdout)]
+
+use std::io::{IsTerminal, Write};
+
+use anyhow::Context;
+use clap::Parser;
+use server::config::Config;
+use server::state::AppState;
+use server::store::{DATABASE_FILE, Store};
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let database = config.data_dir.join(DATABASE_FILE);
+    let store = Store::open(&database)
+        .with_context(|| format!("opening database {}", database.display()))?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let address = listener.local_addr().context("reading the bound address")?;
+
+    println!("listening on {address}");
+    std::io::stdout().flush().context("flushing stdout")?;
+    tracing::info!(%address, database = %database.display(), "serving");
+
+    server::serve(listener, AppState::new(store), shutdown_signal()).await.context("serving")?;
+    tracing::info!("shut down");
+    Ok(())
+}
+
+/// Completes on the first SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        tokio::signal::ctrl_c().await.expect("installing the SIGINT handler");
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler")
+            .recv()
+            .await;
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => tracing::info!("SIGINT received, shutting down"),
+        () = terminate => tracing::info!("SIGTERM received, shutting down"),
+    }
+}

@@ -30,6 +30,7 @@ pub mod merge;
 pub mod protocol;
 pub mod records;
 pub mod replica;
+pub mod scope;
 pub mod validate;
 pub mod view;
 

@@ -15,12 +15,17 @@ fn two_changes() -> (DocumentId, Vec<Vec<u8>>) {
     doc.commit();
     doc.put(ROOT, "outcome", "none").unwrap();
     doc.commit();
-    let chunks = doc.get_changes(&[]).into_iter().map(|mut change| change.bytes().into_owned()).collect();
+    let chunks =
+        doc.get_changes(&[]).into_iter().map(|mut change| change.bytes().into_owned()).collect();
     (DocumentId::from_bytes([42; 16]), chunks)
 }
 
 fn upload(doc_id: DocumentId, changes: Vec<Vec<u8>>) -> Vec<u8> {
-    SyncRequest { cursor: 0, docs: vec![DocUpload { doc_id, base_heads: vec![], heads: vec![], changes }] }.encode()
+    SyncRequest {
+        cursor: 0,
+        docs: vec![DocUpload { doc_id, base_heads: vec![], heads: vec![], changes }],
+    }
+    .encode()
 }
 
 #[track_caller]
@@ -66,14 +71,32 @@ fn a_change_with_missing_dependencies_is_refused_whole() {
     let server = TestServer::spawn();
     let (doc_id, changes) = two_changes();
     check(&server, upload(doc_id, changes[1..].to_vec()), 409, "missing_deps");
-    let missing = server.client().document(&doc_id.to_string());
+    let missing = server.client().document(doc_id);
     assert!(missing.is_err(), "the document must stay unknown");
 }
 
 #[test]
-fn an_oversize_body_is_refused_before_parsing() {
+fn an_oversize_body_is_refused_before_it_is_read() {
+    // The client announces 9 MiB and sends only the headers: the server must answer from the
+    // declared length alone. (A client that pushes the whole body may see the connection reset
+    // once the server answers and closes, which is the point of refusing early.)
+    use std::io::{Read, Write};
     let server = TestServer::spawn();
-    check(&server, vec![0u8; 9 * 1024 * 1024], 413, "body_too_large");
+    let address = server.url().trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).expect("connect");
+    let head = format!(
+        "POST /v1/sync HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/octet-stream\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        9 * 1024 * 1024
+    );
+    stream.write_all(head.as_bytes()).expect("send headers");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read answer");
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    let body = answer.split("\r\n\r\n").nth(1).expect("body");
+    let error: Value = serde_json::from_str(body).expect("JSON error body");
+    assert_eq!(error["error"]["code"], "body_too_large");
+    assert_eq!(stored_documents(&server), 0);
 }
 
 #[test]
@@ -84,6 +107,6 @@ fn a_replayed_upload_stores_nothing_twice() {
     let first = server.client().sync_raw(body.clone()).expect("first upload");
     let second = server.client().sync_raw(body).expect("replay");
     assert_eq!((first.status, second.status), (200, 200));
-    let history = server.client().history(&doc_id.to_string()).expect("history");
+    let history = server.client().history(doc_id).expect("history");
     assert_eq!(history.as_array().expect("array").len(), 2);
 }

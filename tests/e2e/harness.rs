@@ -34,7 +34,8 @@ impl TestServer {
     /// Starts the server on port 0 and waits for its `listening on ADDR` line.
     pub(crate) fn spawn() -> Self {
         let data_dir = tempfile::tempdir().expect("temp data dir");
-        let stderr = if std::env::var_os("TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() };
+        let stderr =
+            if std::env::var_os("TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() };
         let mut child = Command::new(bin_path("fieldcase-server"))
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir.path())
@@ -115,7 +116,8 @@ impl Device {
             "fieldcase {args:?} failed: {stdout}{}",
             String::from_utf8_lossy(&output.stderr)
         );
-        serde_json::from_str(&stdout).unwrap_or_else(|err| panic!("{args:?} printed {stdout:?}: {err}"))
+        serde_json::from_str(&stdout)
+            .unwrap_or_else(|err| panic!("{args:?} printed {stdout:?}: {err}"))
     }
 
     /// Writes a file into the device's home, as a camera would.

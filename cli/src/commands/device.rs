@@ -1,0 +1,786 @@
+//! The field device commands: open records, edit them offline, add evidence and timeline
+//! events, read them, and sync.
+//!
+//! Every command but `sync` works without a server: it opens the replica under `--home`,
+//! changes or reads documents through sync-core, and stores them. Each command that edits
+//! commits exactly one Automerge change, stamped with the device time, and stores the document
+//! before it reports success; an edit that fails stores nothing.
+//!
+//! Until devices enroll (DESIGN.md §7), the device writes with the random actor its replica
+//! made on first use.
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
+use std::fmt::Write as _;
+use std::io::{self, IsTerminal};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use automerge::ROOT;
+use automerge::transaction::CommitOptions;
+use clap::{ArgGroup, Args, ValueEnum};
+use indicatif::ProgressBar;
+use serde::Serialize;
+use serde_json::{Value, json};
+use sync_core::edit::{TextEdit, edit_text, set_field};
+use sync_core::ids::{DocumentId, OfficerId};
+use sync_core::records::{
+    CaseFile, Evidence, InspectionRecord, OfficerPresent, Party, Procedure, Record, RecordKind,
+    Site, TransitionIssue, create_document,
+};
+use sync_core::replica::{DeviceDoc, SyncRound};
+use sync_core::view::DocumentView;
+
+use crate::client::Client;
+use crate::commands::{CommandError, Output, Settings};
+use crate::replica_store::ReplicaStore;
+
+/// The kind of a party (当事人), as the record stores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum PartyKind {
+    /// A natural person (自然人).
+    Natural,
+    /// A legal person (法人).
+    Legal,
+    /// Another organisation (其他组织).
+    OtherOrg,
+    /// An individual business (个体工商户).
+    IndividualBusiness,
+}
+
+/// The procedure of a case file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum ProcedureArg {
+    /// 简易程序: decided on site.
+    Summary,
+    /// 普通程序.
+    General,
+}
+
+/// The class of an evidence item, as the record stores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum EvidenceKind {
+    /// A photograph.
+    Photo,
+    /// 书证: a document.
+    Document,
+    /// An audio recording.
+    Audio,
+    /// A video recording.
+    Video,
+    /// 证人证言: witness testimony.
+    Testimony,
+    /// 当事人的陈述: the party's statement.
+    Statement,
+    /// 鉴定意见: an expert opinion.
+    ExpertOpinion,
+    /// 勘验笔录: a survey record.
+    SurveyRecord,
+    /// 现场笔录: an on-site record.
+    OnsiteRecord,
+}
+
+/// Who a new record is about, shared by `inspection new` and `case new`.
+#[derive(Debug, Args)]
+pub struct PartyArgs {
+    /// Matter code (执法事项) the record is made under.
+    #[arg(long)]
+    pub matter: String,
+    /// Full name of the party.
+    #[arg(long)]
+    pub party_name: String,
+    /// ID card number or unified social credit code of the party.
+    #[arg(long)]
+    pub party_id: String,
+    /// Kind of party.
+    #[arg(long, value_enum, default_value_t = PartyKind::Natural)]
+    pub party_kind: PartyKind,
+    /// The handling township.
+    #[arg(long)]
+    pub township: Option<String>,
+}
+
+/// `fieldcase inspection new`.
+#[derive(Debug, Args)]
+pub struct InspectionNewArgs {
+    /// Who is inspected.
+    #[command(flatten)]
+    pub party: PartyArgs,
+    /// Name of the inspected site or business.
+    #[arg(long)]
+    pub site: String,
+    /// Street address of the site.
+    #[arg(long)]
+    pub address: Option<String>,
+    /// An officer present; repeat for each (at least two must be present by law).
+    #[arg(long = "officer", required = true, value_parser = OfficerId::parse)]
+    pub officers: Vec<OfficerId>,
+}
+
+/// `fieldcase case new`.
+#[derive(Debug, Args)]
+pub struct CaseNewArgs {
+    /// Who the case is against.
+    #[command(flatten)]
+    pub party: PartyArgs,
+    /// The procedure the case follows.
+    #[arg(long, value_enum, default_value_t = ProcedureArg::General)]
+    pub procedure: ProcedureArg,
+    /// The inspection record the case comes from.
+    #[arg(long, value_parser = DocumentId::parse)]
+    pub from_inspection: Option<DocumentId>,
+    /// An officer handling the case; repeat for each.
+    #[arg(long = "officer", value_parser = OfficerId::parse)]
+    pub officers: Vec<OfficerId>,
+}
+
+/// `fieldcase edit`.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("edits").required(true).multiple(true)))]
+pub struct EditArgs {
+    /// The document to edit.
+    #[arg(value_parser = DocumentId::parse)]
+    pub doc: DocumentId,
+    /// Sets the field at a dotted path (`site.name=...`), parsed as the type it holds.
+    #[arg(long = "set", value_name = "PATH=VALUE", group = "edits", value_parser = parse_assignment)]
+    pub sets: Vec<(String, String)>,
+    /// Appends text to the text field at a path (`findings=...`).
+    #[arg(long = "append", value_name = "PATH=TEXT", group = "edits", value_parser = parse_assignment)]
+    pub appends: Vec<(String, String)>,
+    /// Prepends text to the text field at a path.
+    #[arg(long = "prepend", value_name = "PATH=TEXT", group = "edits", value_parser = parse_assignment)]
+    pub prepends: Vec<(String, String)>,
+}
+
+/// `fieldcase evidence add`.
+#[derive(Debug, Args)]
+pub struct EvidenceAddArgs {
+    /// The document the evidence belongs to.
+    #[arg(value_parser = DocumentId::parse)]
+    pub doc: DocumentId,
+    /// The file holding the evidence bytes.
+    #[arg(long)]
+    pub file: PathBuf,
+    /// The evidence class.
+    #[arg(long, value_enum)]
+    pub kind: EvidenceKind,
+    /// A note on the item.
+    #[arg(long)]
+    pub note: Option<String>,
+    /// Media type of the bytes; guessed from the file extension when absent.
+    #[arg(long)]
+    pub media_type: Option<String>,
+}
+
+/// `fieldcase event`.
+#[derive(Debug, Args)]
+pub struct EventArgs {
+    /// The case file.
+    #[arg(value_parser = DocumentId::parse)]
+    pub doc: DocumentId,
+    /// What happened: `file`, `investigate`, `notify`, `decide`, `serve`, `close`, `note`, ...
+    #[arg(value_parser = parse_event_kind)]
+    pub kind: String,
+    /// An event detail (`k=v`); repeat for each.
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_assignment)]
+    pub fields: Vec<(String, String)>,
+    /// The officer who acted.
+    #[arg(long, value_parser = OfficerId::parse)]
+    pub officer: Option<OfficerId>,
+}
+
+/// `fieldcase show`.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The document to show.
+    #[arg(value_parser = DocumentId::parse)]
+    pub doc: DocumentId,
+}
+
+/// What `fieldcase sync` did, as `sync --json` prints it (DESIGN.md §9).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SyncReport {
+    /// Every upload was accepted.
+    pub ok: bool,
+    /// HTTP requests made.
+    pub requests: u64,
+    /// Request bytes sent.
+    pub bytes_up: u64,
+    /// Response bytes received.
+    pub bytes_down: u64,
+    /// Changes the server newly stored from this device.
+    pub uploaded: usize,
+    /// Changes received that the device did not hold.
+    pub downloaded: usize,
+    /// Documents whose upload the server refused; their changes stay pending.
+    pub rejected: Vec<Rejection>,
+    /// The feed cursor reached.
+    pub cursor: u64,
+}
+
+/// One refused document upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rejection {
+    /// The document.
+    pub id: String,
+    /// The server's stable code.
+    pub code: String,
+    /// The server's sentence.
+    pub message: String,
+}
+
+/// Opens a new inspection record and stores it; nothing of it is on the server yet.
+pub fn inspection_new(settings: &Settings, args: InspectionNewArgs) -> Result<Output> {
+    let store = open_store(settings)?;
+    let now = now_ms();
+    let doc_id = new_document_id();
+    let site = Site { name: args.site, address: args.address.unwrap_or_default(), gnss: None };
+    let matter = args.party.matter.clone();
+    let mut record =
+        InspectionRecord::new(doc_id.to_string(), matter, party(&args.party), site, now);
+    record.township = args.party.township.unwrap_or_default();
+    record.officers = officers_present(args.officers);
+    let doc = create_document(store.actor(), &record, now).context("creating the document")?;
+    store_new_document(&store, doc_id, doc, now)
+}
+
+/// Opens a new case file and stores it.
+pub fn case_new(settings: &Settings, args: CaseNewArgs) -> Result<Output> {
+    let store = open_store(settings)?;
+    if let Some(inspection_id) = args.from_inspection {
+        // The device may not hold the inspection (another device made it); when it does, the
+        // link must point at an inspection.
+        if let Some(held) = store.find(inspection_id)?
+            && held.kind() != Some(RecordKind::Inspection)
+        {
+            bail!(CommandError::new(
+                "invalid_argument",
+                format!("document {inspection_id} is not an inspection record")
+            ));
+        }
+    }
+    let now = now_ms();
+    let doc_id = new_document_id();
+    let procedure = match args.procedure {
+        ProcedureArg::Summary => Procedure::Summary,
+        ProcedureArg::General => Procedure::General,
+    };
+    let matter = args.party.matter.clone();
+    let mut case_file = CaseFile::new(doc_id.to_string(), procedure, matter, party(&args.party));
+    case_file.township = args.party.township.unwrap_or_default();
+    case_file.officers = officers_present(args.officers);
+    case_file.inspections = args.from_inspection.iter().map(ToString::to_string).collect();
+    let doc = create_document(store.actor(), &case_file, now).context("creating the document")?;
+    store_new_document(&store, doc_id, doc, now)
+}
+
+/// Applies every `--set`, then every `--append`, then every `--prepend`, as one change.
+pub fn edit(settings: &Settings, args: &EditArgs) -> Result<Output> {
+    let store = open_store(settings)?;
+    let mut device_doc = store.load(args.doc)?;
+    let doc = device_doc.doc_mut();
+    for (path, value) in &args.sets {
+        set_field(doc, path, value).with_context(|| format!("cannot set {path}"))?;
+    }
+    let text_edits = args
+        .appends
+        .iter()
+        .map(|edit| (edit, TextEdit::Append))
+        .chain(args.prepends.iter().map(|edit| (edit, TextEdit::Prepend)));
+    for ((path, text), at) in text_edits {
+        edit_text(doc, path, at, text)
+            .with_context(|| format!("cannot edit the text of {path}"))?;
+    }
+    let now = now_ms();
+    let changed = doc.commit_with(commit_options("edit", now)).is_some();
+    if changed {
+        store.save(&mut device_doc, now)?;
+    }
+    let text = if changed {
+        format!("edited {}", args.doc)
+    } else {
+        format!("nothing changed in {}", args.doc)
+    };
+    Ok(Output::new(&json!({"id": args.doc.to_string(), "changed": changed}), text))
+}
+
+/// Stores the file's bytes as a blob and appends an evidence item that names them by hash.
+pub fn evidence_add(settings: &Settings, args: EvidenceAddArgs) -> Result<Output> {
+    let store = open_store(settings)?;
+    let mut device_doc = store.load(args.doc)?;
+    let blob = store
+        .import_blob(&args.file)
+        .with_context(|| format!("storing the evidence file {}", args.file.display()))?;
+    let now = now_ms();
+    let evidence_id = uuid::Uuid::new_v4().to_string();
+    let item = Evidence {
+        id: evidence_id.clone(),
+        kind: value_name(&args.kind),
+        sha256: blob.sha256.clone(),
+        size: i64::try_from(blob.size).context("the evidence file is too large")?,
+        media_type: args.media_type.unwrap_or_else(|| guess_media_type(&args.file).to_owned()),
+        captured_at: now,
+        captured_by: store.actor().to_hex_string(),
+        note: args.note.unwrap_or_default(),
+        removed: None,
+    };
+    let doc = device_doc.doc_mut();
+    let mut evidence: Vec<Evidence> =
+        autosurgeon::hydrate_prop(&*doc, ROOT, "evidence").context("reading the evidence list")?;
+    evidence.push(item);
+    autosurgeon::reconcile_prop(doc, ROOT, "evidence", &evidence)
+        .context("writing the evidence list")?;
+    doc.commit_with(commit_options("add evidence", now));
+    store.save(&mut device_doc, now)?;
+    let text = format!(
+        "added evidence {evidence_id} to {} ({} bytes, sha256 {})",
+        args.doc, blob.size, blob.sha256
+    );
+    Ok(Output::new(
+        &json!({
+            "id": args.doc.to_string(),
+            "evidence": evidence_id,
+            "sha256": blob.sha256,
+            "size": blob.size,
+        }),
+        text,
+    ))
+}
+
+/// Appends an event to a case file's timeline and reports the state it derives.
+pub fn event(settings: &Settings, args: EventArgs) -> Result<Output> {
+    let store = open_store(settings)?;
+    let mut device_doc = store.load(args.doc)?;
+    if device_doc.kind() != Some(RecordKind::Case) {
+        bail!(CommandError::new(
+            "not_a_case",
+            format!(
+                "document {} is not a case file; timeline events belong to case files",
+                args.doc
+            )
+        ));
+    }
+    let now = now_ms();
+    let event_id = uuid::Uuid::new_v4().to_string();
+    let doc = device_doc.doc_mut();
+    let mut case_file: CaseFile = autosurgeon::hydrate(&*doc).context("reading the case file")?;
+    case_file.append_event(
+        event_id.clone(),
+        args.kind.clone(),
+        args.officer.map(|officer| officer.to_string()).unwrap_or_default(),
+        store.actor().to_hex_string(),
+        now,
+        args.fields.into_iter().collect(),
+    );
+    autosurgeon::reconcile(doc, &case_file).context("writing the case file")?;
+    doc.commit_with(commit_options(&format!("event {}", args.kind), now));
+    store.save(&mut device_doc, now)?;
+
+    let fold = case_file.fold();
+    let state = fold.state.as_str();
+    let mut text = format!("recorded {} on {}; state: {state}", args.kind, args.doc);
+    let last = case_file.timeline.len() - 1;
+    for issue in &fold.issues {
+        if let TransitionIssue::Invalid { index, kind, from } = issue
+            && *index == last
+        {
+            let from = from.as_str();
+            let _ =
+                write!(text, "\nwarning: {kind:?} is not allowed in state {from}; recorded anyway");
+        }
+    }
+    Ok(Output::new(&json!({"id": args.doc.to_string(), "event": event_id, "state": state}), text))
+}
+
+/// The merged view of one document: record, conflicts and findings.
+pub fn show(settings: &Settings, args: &ShowArgs) -> Result<Output> {
+    let store = open_store(settings)?;
+    let mut device_doc = store.load(args.doc)?;
+    let view = device_doc.view();
+    let text = render_view(&view, device_doc.has_pending());
+    Ok(Output::new(&view, text))
+}
+
+/// Every document on the device, with its derived status.
+pub fn list(settings: &Settings) -> Result<Output> {
+    /// One row of `list --json`.
+    #[derive(Serialize)]
+    struct Listed {
+        id: String,
+        kind: String,
+        status: String,
+        pending: bool,
+        updated_at: Option<i64>,
+        matter: String,
+    }
+
+    let store = open_store(settings)?;
+    let mut rows = Vec::new();
+    for summary in store.summaries()? {
+        let device_doc = store.load(summary.id)?;
+        let record = Record::hydrate(device_doc.doc()).ok();
+        let unknown = || "unknown".to_owned();
+        rows.push(Listed {
+            id: summary.id.to_string(),
+            kind: record
+                .as_ref()
+                .map(|record| record.kind().as_str().to_owned())
+                .or(summary.kind)
+                .unwrap_or_else(unknown),
+            status: record.as_ref().map_or_else(unknown, Record::status),
+            pending: summary.pending,
+            updated_at: summary.updated_at,
+            matter: record.as_ref().map(|record| record.matter().to_owned()).unwrap_or_default(),
+        });
+    }
+    let text = if rows.is_empty() {
+        "no documents on this device".to_owned()
+    } else {
+        let mut text = format!(
+            "{:<36}  {:<10}  {:<22}  {:<7}  {:<16}  MATTER",
+            "ID", "KIND", "STATUS", "PENDING", "UPDATED"
+        );
+        for row in &rows {
+            let pending = if row.pending { "yes" } else { "no" };
+            let updated = row.updated_at.map(format_time).unwrap_or_default();
+            let _ = write!(
+                text,
+                "\n{:<36}  {:<10}  {:<22}  {pending:<7}  {updated:<16}  {}",
+                row.id, row.kind, row.status, row.matter
+            );
+        }
+        text
+    };
+    Ok(Output::new(&rows, text))
+}
+
+/// What the device holds and how far it has synced; never contacts the server.
+pub fn status(settings: &Settings) -> Result<Output> {
+    /// `status --json`.
+    #[derive(Serialize)]
+    struct Status {
+        actor: String,
+        cursor: u64,
+        last_sync: Option<i64>,
+        documents: u64,
+        pending_documents: u64,
+        pending_blobs: u64,
+        server: String,
+        home: String,
+    }
+
+    let store = open_store(settings)?;
+    let counts = store.counts()?;
+    let status = Status {
+        actor: store.actor().to_hex_string(),
+        cursor: store.cursor()?,
+        last_sync: store.last_sync()?,
+        documents: counts.documents,
+        pending_documents: counts.pending_documents,
+        pending_blobs: counts.pending_blobs,
+        server: settings.server.clone(),
+        home: store.home().display().to_string(),
+    };
+    let last_sync = status.last_sync.map_or_else(|| "never".to_owned(), format_time);
+    let text = format!(
+        "actor      {}\nserver     {}\nhome       {}\ncursor     {}\nlast sync  {last_sync}\n\
+         documents  {} ({} with changes to sync)\nblobs      {} waiting for upload",
+        status.actor,
+        status.server,
+        status.home,
+        status.cursor,
+        status.documents,
+        status.pending_documents,
+        status.pending_blobs,
+    );
+    Ok(Output::new(&status, text))
+}
+
+/// Syncs with the server until it has nothing more to send; shows a spinner on a terminal.
+pub fn sync(settings: &Settings) -> Result<Output> {
+    let mut store = open_store(settings)?;
+    let client = Client::new(&settings.server);
+    let progress = if !settings.json && io::stderr().is_terminal() {
+        let spinner = ProgressBar::new_spinner();
+        spinner.set_message(format!("syncing with {}", client.server_url()));
+        spinner.enable_steady_tick(Duration::from_millis(100));
+        spinner
+    } else {
+        ProgressBar::hidden()
+    };
+    let result = sync_replica(&mut store, &client, |report| {
+        progress.set_message(format!(
+            "syncing: {} requests, {} changes up, {} down",
+            report.requests, report.uploaded, report.downloaded
+        ));
+    });
+    progress.finish_and_clear();
+    let report = result?;
+
+    let mut text = format!(
+        "synced with {}: {} changes up, {} down in {} request(s) ({} bytes up, {} down); cursor {}",
+        client.server_url(),
+        report.uploaded,
+        report.downloaded,
+        report.requests,
+        report.bytes_up,
+        report.bytes_down,
+        report.cursor,
+    );
+    for rejection in &report.rejected {
+        let _ = write!(
+            text,
+            "\nrefused {}: {} ({}); its changes stay pending",
+            rejection.id, rejection.message, rejection.code
+        );
+    }
+    Ok(Output::new(&report, text))
+}
+
+/// Runs sync rounds until the server has nothing more to send, storing each round's outcome
+/// (documents, cursor, time) in one transaction before the next request.
+///
+/// A document the server refused is not uploaded again in later rounds of the same run (it
+/// would be refused again); it stays pending for the next sync. `on_round` sees the running
+/// totals after each round.
+///
+/// # Errors
+/// A transport or API failure of any request, or an answer that cannot be applied; rounds
+/// stored before the failure stay stored.
+pub fn sync_replica(
+    store: &mut ReplicaStore,
+    client: &Client,
+    mut on_round: impl FnMut(&SyncReport),
+) -> Result<SyncReport> {
+    let actor = store.actor().clone();
+    let mut report = SyncReport { cursor: store.cursor()?, ..SyncReport::default() };
+    let mut refused = BTreeSet::new();
+    loop {
+        let mut docs: BTreeMap<DocumentId, DeviceDoc> = store
+            .load_pending()?
+            .into_iter()
+            .filter(|device_doc| !refused.contains(&device_doc.id()))
+            .map(|device_doc| (device_doc.id(), device_doc))
+            .collect();
+        let round = SyncRound::plan(report.cursor, docs.values_mut());
+        let (response, traffic) = client
+            .sync(round.request())
+            .with_context(|| format!("syncing with {}", client.server_url()))?;
+        report.requests += 1;
+        report.bytes_up += traffic.bytes_up;
+        report.bytes_down += traffic.bytes_down;
+
+        for doc_id in SyncRound::documents_in(&response) {
+            if !docs.contains_key(&doc_id)
+                && let Some(device_doc) = store.find(doc_id)?
+            {
+                docs.insert(doc_id, device_doc);
+            }
+        }
+        let outcome =
+            round.apply(response, &mut docs, &actor).context("applying the server's answer")?;
+        let touched = docs
+            .iter_mut()
+            .filter(|(doc_id, _)| outcome.touched.contains(doc_id))
+            .map(|(_, device_doc)| device_doc);
+        store.commit_round(touched, &outcome.evicted, outcome.cursor, now_ms())?;
+
+        report.uploaded += outcome.uploaded;
+        report.downloaded += outcome.downloaded;
+        for (doc_id, code, message) in outcome.rejected {
+            refused.insert(doc_id);
+            report.rejected.push(Rejection { id: doc_id.to_string(), code, message });
+        }
+        let advanced = outcome.cursor != report.cursor;
+        report.cursor = outcome.cursor;
+        on_round(&report);
+        if !outcome.more {
+            break;
+        }
+        if !advanced {
+            bail!(CommandError::new(
+                "invalid_response",
+                "the server asked for another round without advancing the cursor"
+            ));
+        }
+    }
+    report.ok = report.rejected.is_empty();
+    Ok(report)
+}
+
+fn open_store(settings: &Settings) -> Result<ReplicaStore> {
+    ReplicaStore::open(&settings.home)
+        .with_context(|| format!("opening the device replica in {}", settings.home.display()))
+}
+
+fn store_new_document(
+    store: &ReplicaStore,
+    doc_id: DocumentId,
+    doc: automerge::AutoCommit,
+    now: i64,
+) -> Result<Output> {
+    let mut device_doc = DeviceDoc::new(doc_id, doc);
+    store.save(&mut device_doc, now)?;
+    Ok(Output::new(&json!({"id": doc_id.to_string()}), doc_id.to_string()))
+}
+
+fn party(args: &PartyArgs) -> Party {
+    Party {
+        kind: value_name(&args.party_kind),
+        name: args.party_name.clone(),
+        id_number: args.party_id.clone(),
+    }
+}
+
+fn officers_present(officers: Vec<OfficerId>) -> Vec<OfficerPresent> {
+    officers
+        .into_iter()
+        .map(|officer| OfficerPresent { officer: officer.to_string(), cert_no: String::new() })
+        .collect()
+}
+
+/// A fresh random document id (UUID v4).
+fn new_document_id() -> DocumentId {
+    DocumentId::from_bytes(uuid::Uuid::new_v4().into_bytes())
+}
+
+/// Device time now, milliseconds since the Unix epoch.
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Change metadata: Automerge stores change times in seconds.
+fn commit_options(message: &str, now_ms: i64) -> CommitOptions {
+    CommitOptions::default().with_message(message.to_owned()).with_time(now_ms / 1000)
+}
+
+/// The command-line spelling of a value, which is also the stored form.
+fn value_name(value: &impl ValueEnum) -> String {
+    value.to_possible_value().expect("no value is skipped").get_name().to_owned()
+}
+
+/// Splits `PATH=VALUE` at the first `=`; the value may contain `=`.
+fn parse_assignment(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((path, value)) if !path.is_empty() => Ok((path.to_owned(), value.to_owned())),
+        _ => Err(format!("expected PATH=VALUE, got {text:?}")),
+    }
+}
+
+/// Event kinds are snake_case words, so that the state machine and reports can match them.
+fn parse_event_kind(text: &str) -> Result<String, String> {
+    let valid = !text.is_empty()
+        && text.len() <= 64
+        && text.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if valid {
+        Ok(text.to_owned())
+    } else {
+        Err(format!("event kinds are snake_case words like notify or decide, got {text:?}"))
+    }
+}
+
+fn guess_media_type(path: &Path) -> &'static str {
+    let extension = path.extension().and_then(OsStr::to_str).map(str::to_ascii_lowercase);
+    match extension.as_deref() {
+        Some("jpg" | "jpeg") => "image/jpeg",
+        Some("png") => "image/png",
+        Some("heic") => "image/heic",
+        Some("webp") => "image/webp",
+        Some("pdf") => "application/pdf",
+        Some("txt") => "text/plain",
+        Some("mp3") => "audio/mpeg",
+        Some("m4a") => "audio/mp4",
+        Some("amr") => "audio/amr",
+        Some("wav") => "audio/wav",
+        Some("mp4") => "video/mp4",
+        Some("mov") => "video/quicktime",
+        _ => "application/octet-stream",
+    }
+}
+
+fn format_time(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|time| time.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M").to_string())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+/// The view for people: fields by the same dotted paths `edit` takes, then conflicts and
+/// findings.
+fn render_view(view: &DocumentView, pending: bool) -> String {
+    let mut text = format!("{} {}", view.kind, view.id);
+    if let Some(state) = &view.state {
+        let _ = write!(text, "\nstate: {state}");
+    }
+    let sync_state = if pending { "changes not synced yet" } else { "in sync with the server" };
+    let _ = write!(text, "\n{} head(s), {sync_state}\n", view.heads.len());
+    let mut fields = Vec::new();
+    flatten(&view.record, String::new(), &mut fields);
+    for (path, value) in fields {
+        let _ = write!(text, "\n  {path}: {value}");
+    }
+    if !view.conflicts.is_empty() {
+        text.push_str("\n\nconflicts (concurrent values, the shown one first):");
+        for conflict in &view.conflicts {
+            let _ = write!(text, "\n  {}", conflict.path);
+            for value in &conflict.values {
+                let officer = value.officer.as_ref().map(|officer| format!(", officer {officer}"));
+                let _ = write!(
+                    text,
+                    "\n    {}  (actor {}{})",
+                    scalar_text(&value.value),
+                    value.actor,
+                    officer.unwrap_or_default()
+                );
+            }
+        }
+    }
+    if !view.findings.is_empty() {
+        text.push_str("\n\nfindings:");
+        for finding in &view.findings {
+            let severity = serde_json::to_value(finding.severity).unwrap_or(Value::Null);
+            let _ = write!(
+                text,
+                "\n  {} {} at {}: {}",
+                scalar_text(&severity),
+                finding.code,
+                finding.path,
+                finding.message
+            );
+        }
+    }
+    text
+}
+
+/// Flattens JSON into `(dotted path, value)` lines; empty objects and lists keep a line.
+fn flatten(value: &Value, path: String, out: &mut Vec<(String, String)>) {
+    let join = |key: &str| if path.is_empty() { key.to_owned() } else { format!("{path}.{key}") };
+    match value {
+        Value::Object(map) if !map.is_empty() => {
+            for (key, child) in map {
+                flatten(child, join(key), out);
+            }
+        }
+        Value::Array(items) if !items.is_empty() => {
+            for (index, child) in items.iter().enumerate() {
+                flatten(child, join(&index.to_string()), out);
+            }
+        }
+        other => out.push((path, scalar_text(other))),
+    }
+}
+
+fn scalar_text(value: &Value) -> String {
+    match value {
+        Value::String(text) if text.is_empty() => "\"\"".to_owned(),
+        Value::String(text) => text.clone(),
+        Value::Object(map) if map.is_empty() => "{}".to_owned(),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,355 @@
+//! Tests of the device commands, offline and against a small in-test sync server.
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+
+use clap::Parser;
+use sync_core::protocol::{DocOutcome, DocResult, DocUpdate, SyncRequest, SyncResponse};
+
+use super::*;
+
+/// A command line of device commands, parsed the way `fieldcase` parses them.
+#[derive(Parser)]
+enum TestCommand {
+    InspectionNew(InspectionNewArgs),
+    CaseNew(CaseNewArgs),
+    Edit(EditArgs),
+    EvidenceAdd(EvidenceAddArgs),
+    Event(EventArgs),
+    Show(ShowArgs),
+    List,
+    Status,
+    Sync,
+}
+
+struct Device {
+    home: tempfile::TempDir,
+    settings: Settings,
+}
+
+impl Device {
+    fn new() -> Self {
+        Self::with_server("http://127.0.0.1:1")
+    }
+
+    fn with_server(server: &str) -> Self {
+        let home = tempfile::tempdir().unwrap();
+        let settings =
+            Settings { home: home.path().to_owned(), server: server.to_owned(), json: true };
+        Self { home, settings }
+    }
+
+    /// Runs a command and returns its JSON output.
+    fn run(&self, line: &str) -> Result<Value> {
+        let words = std::iter::once("test").chain(line.split_whitespace());
+        let settings = &self.settings;
+        let output = match TestCommand::try_parse_from(words)? {
+            TestCommand::InspectionNew(args) => inspection_new(settings, args),
+            TestCommand::CaseNew(args) => case_new(settings, args),
+            TestCommand::Edit(args) => edit(settings, &args),
+            TestCommand::EvidenceAdd(args) => evidence_add(settings, args),
+            TestCommand::Event(args) => event(settings, args),
+            TestCommand::Show(args) => show(settings, &args),
+            TestCommand::List => list(settings),
+            TestCommand::Status => status(settings),
+            TestCommand::Sync => sync(settings),
+        }?;
+        Ok(serde_json::from_str(output.json())?)
+    }
+
+    fn new_inspection(&self) -> String {
+        let created = self
+            .run(
+                "inspection-new --matter M1 --party-name 张三 --party-id 110101 \
+                 --site 五金店 --officer o1 --officer o2",
+            )
+            .unwrap();
+        created["id"].as_str().unwrap().to_owned()
+    }
+}
+
+#[test]
+fn an_inspection_is_created_edited_and_shown_offline() {
+    let device = Device::new();
+    let doc = device.new_inspection();
+
+    let edited = device
+        .run(&format!(
+            "edit {doc} --set site.name=新五金店 --append findings=消防通道堵塞 \
+             --prepend findings=【复查】 --set outcome=rectification_order"
+        ))
+        .unwrap();
+    let shown = device.run(&format!("show {doc}")).unwrap();
+
+    assert_eq!(edited, json!({"id": doc, "changed": true}));
+    assert_eq!(shown["id"], doc);
+    assert_eq!(shown["kind"], "inspection");
+    assert_eq!(shown["record"]["site"]["name"], "新五金店");
+    assert_eq!(shown["record"]["findings"], "【复查】消防通道堵塞");
+    assert_eq!(shown["record"]["outcome"], "rectification_order");
+    assert_eq!(shown["record"]["officers"][1]["officer"], "o2");
+    assert_eq!(shown["findings"], json!([]));
+    assert_eq!(shown["heads"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn a_failed_edit_stores_nothing() {
+    let device = Device::new();
+    let doc = device.new_inspection();
+    let before = device.run(&format!("show {doc}")).unwrap();
+
+    let error = device
+        .run(&format!("edit {doc} --set site.name=changed --set started_at=soon"))
+        .unwrap_err();
+
+    assert_eq!(crate::commands::error_code(&error), "invalid_edit");
+    assert_eq!(device.run(&format!("show {doc}")).unwrap(), before);
+}
+
+#[test]
+fn evidence_is_stored_as_a_blob_and_listed_in_the_record() {
+    let device = Device::new();
+    let doc = device.new_inspection();
+    let photo = device.home.path().join("photo.JPG");
+    std::fs::write(&photo, b"abc").unwrap();
+
+    let added = device
+        .run(&format!("evidence-add {doc} --file {} --kind photo --note 门口", photo.display()))
+        .unwrap();
+    let shown = device.run(&format!("show {doc}")).unwrap();
+
+    let sha256 = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+    assert_eq!(added["sha256"], sha256);
+    assert_eq!(added["size"], 3);
+    let item = &shown["record"]["evidence"][0];
+    assert_eq!(item["id"], added["evidence"]);
+    assert_eq!(item["sha256"], sha256);
+    assert_eq!(item["media_type"], "image/jpeg");
+    assert_eq!(item["note"], "门口");
+    assert_eq!(item["kind"], "photo");
+    assert!(device.home.path().join("blobs").join(sha256).exists());
+}
+
+#[test]
+fn events_derive_the_case_state_and_belong_to_case_files_only() {
+    let device = Device::new();
+    let inspection = device.new_inspection();
+    let case = device
+        .run(&format!(
+            "case-new --matter M1 --party-name 甲公司 --party-id 91X --party-kind legal \
+             --from-inspection {inspection} --officer o1"
+        ))
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let filed = device.run(&format!("event {case} file --officer o1 --set reason=线索")).unwrap();
+    let investigating = device.run(&format!("event {case} investigate")).unwrap();
+    let refused = device.run(&format!("event {inspection} file")).unwrap_err();
+    let shown = device.run(&format!("show {case}")).unwrap();
+
+    assert_eq!(filed["state"], "filed");
+    assert_eq!(investigating["state"], "investigating");
+    assert_eq!(crate::commands::error_code(&refused), "not_a_case");
+    assert_eq!(shown["state"], "investigating");
+    assert_eq!(shown["record"]["inspections"], json!([inspection]));
+    assert_eq!(shown["record"]["parties"][0]["kind"], "legal");
+    assert_eq!(shown["record"]["timeline"][0]["fields"]["reason"], "线索");
+    assert_eq!(shown["record"]["timeline"][1]["prev"], filed["event"]);
+}
+
+#[test]
+fn list_shows_every_document_with_status_and_pending_state() {
+    let device = Device::new();
+    let doc = device.new_inspection();
+
+    let listed = device.run("list").unwrap();
+    let unknown = device.run(&format!("show {}", DocumentId::from_bytes([3; 16]))).unwrap_err();
+
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(listed[0]["id"], doc);
+    assert_eq!(listed[0]["kind"], "inspection");
+    assert_eq!(listed[0]["status"], "open");
+    assert_eq!(listed[0]["pending"], true);
+    assert!(listed[0]["updated_at"].is_i64());
+    assert_eq!(crate::commands::error_code(&unknown), "unknown_document");
+}
+
+#[test]
+fn assignments_split_at_the_first_equals_sign() {
+    assert_eq!(parse_assignment("a.b=x=y"), Ok(("a.b".to_owned(), "x=y".to_owned())));
+    assert_eq!(parse_assignment("a="), Ok(("a".to_owned(), String::new())));
+    assert!(parse_assignment("=x").is_err());
+    assert!(parse_assignment("nothing").is_err());
+    assert!(parse_event_kind("close_investigation").is_ok());
+    assert!(parse_event_kind("Decide!").is_err());
+}
+
+/// Serves `POST /v1/sync` on a loopback port, one connection per request, answering each
+/// decoded request with `answer`; returns the base URL.
+fn fake_server(mut answer: impl FnMut(SyncRequest) -> (u16, Vec<u8>) + Send + 'static) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let mut stream = stream.unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                if line == "\r\n" {
+                    break;
+                }
+                if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = value.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            let (status, response) = answer(SyncRequest::decode(&body).unwrap());
+            let head = format!(
+                "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                response.len()
+            );
+            stream.write_all(head.as_bytes()).unwrap();
+            stream.write_all(&response).unwrap();
+        }
+    });
+    format!("http://{address}")
+}
+
+/// A server that accepts every upload and relays it to everyone else, like the real one
+/// without its checks: a feed of changes, the cursor an index into it.
+fn relay_server() -> String {
+    let mut feed: Vec<(DocumentId, Vec<u8>)> = Vec::new();
+    fake_server(move |request| {
+        let mut results = Vec::new();
+        let mut uploaded = HashSet::new();
+        for upload in request.docs {
+            let stored = u32::try_from(upload.changes.len()).unwrap();
+            for change in upload.changes {
+                uploaded.insert(change.clone());
+                feed.push((upload.doc_id, change));
+            }
+            let outcome = DocOutcome::Accepted { heads: upload.heads, stored };
+            results.push(DocResult { doc_id: upload.doc_id, outcome });
+        }
+        let mut updates: BTreeMap<DocumentId, Vec<Vec<u8>>> = BTreeMap::new();
+        for (doc_id, change) in &feed[usize::try_from(request.cursor).unwrap()..] {
+            if !uploaded.contains(change) {
+                updates.entry(*doc_id).or_default().push(change.clone());
+            }
+        }
+        let response = SyncResponse {
+            cursor: feed.len() as u64,
+            more: false,
+            results,
+            updates: updates
+                .into_iter()
+                .map(|(doc_id, changes)| DocUpdate { doc_id, changes })
+                .collect(),
+            evict: Vec::new(),
+        };
+        (200, response.encode())
+    })
+}
+
+#[test]
+fn two_devices_converge_through_the_server() {
+    // Arrange
+    let server = relay_server();
+    let device_a = Device::with_server(&server);
+    let device_b = Device::with_server(&server);
+    let doc = device_a.new_inspection();
+    device_a.run(&format!("edit {doc} --append findings=现场检查。")).unwrap();
+
+    // Act: A uploads, B receives, both edit concurrently, both resync.
+    let first = device_a.run("sync").unwrap();
+    let received = device_b.run("sync").unwrap();
+    device_a.run(&format!("edit {doc} --prepend findings=甲： --set outcome=case_lead")).unwrap();
+    device_b.run(&format!("edit {doc} --append findings=乙 --set outcome=referral")).unwrap();
+    device_a.run("sync").unwrap();
+    device_b.run("sync").unwrap();
+    let last = device_a.run("sync").unwrap();
+
+    // Assert
+    assert_eq!(first["ok"], true);
+    assert_eq!(first["requests"], 1);
+    assert_eq!(first["uploaded"], 2);
+    assert_eq!(first["downloaded"], 0);
+    assert_eq!(first["cursor"], 2);
+    assert!(first["bytes_up"].as_u64().unwrap() > 0);
+    assert_eq!(received["downloaded"], 2);
+    assert_eq!(last["uploaded"], 0);
+    assert_eq!(last["cursor"], 4);
+    let view_a = device_a.run(&format!("show {doc}")).unwrap();
+    let view_b = device_b.run(&format!("show {doc}")).unwrap();
+    assert_eq!(view_a, view_b);
+    assert_eq!(view_a["record"]["findings"], "甲：现场检查。乙");
+    assert_eq!(view_a["conflicts"][0]["path"], "outcome");
+    for device in [&device_a, &device_b] {
+        let status = device.run("status").unwrap();
+        assert_eq!(status["pending_documents"], 0);
+        assert_eq!(status["documents"], 1);
+        assert_eq!(status["cursor"], 4);
+        assert!(status["last_sync"].is_i64());
+    }
+}
+
+#[test]
+fn a_refused_upload_stays_pending_and_is_not_resent_in_the_same_run() {
+    let mut rounds = 0;
+    let server = fake_server(move |request| {
+        rounds += 1;
+        let results = request
+            .docs
+            .iter()
+            .map(|upload| DocResult {
+                doc_id: upload.doc_id,
+                outcome: DocOutcome::Rejected {
+                    code: "out_of_scope".to_owned(),
+                    message: "not your township".to_owned(),
+                },
+            })
+            .collect();
+        // The first answer pages: the second request must not carry the refused document.
+        let response =
+            SyncResponse { cursor: rounds, more: rounds == 1, results, ..SyncResponse::default() };
+        assert!(rounds == 1 || request.docs.is_empty(), "round {rounds} re-sent {request:?}");
+        (200, response.encode())
+    });
+    let device = Device::with_server(&server);
+    let doc = device.new_inspection();
+
+    let report = device.run("sync").unwrap();
+
+    assert_eq!(report["ok"], false);
+    assert_eq!(report["requests"], 2);
+    assert_eq!(report["cursor"], 2);
+    assert_eq!(
+        report["rejected"],
+        json!([{"id": doc, "code": "out_of_scope", "message": "not your township"}])
+    );
+    assert_eq!(device.run("list").unwrap()[0]["pending"], true);
+}
+
+#[test]
+fn a_refused_request_fails_with_the_server_code_and_keeps_the_cursor() {
+    let server = fake_server(|_| {
+        let body = r#"{"error":{"code":"certificate_revoked","message":"revoked"}}"#;
+        (403, body.as_bytes().to_vec())
+    });
+    let device = Device::with_server(&server);
+    device.new_inspection();
+
+    let error = device.run("sync").unwrap_err();
+
+    assert_eq!(crate::commands::error_code(&error), "certificate_revoked");
+    let status = device.run("status").unwrap();
+    assert_eq!(status["cursor"], 0);
+    assert_eq!(status["pending_documents"], 1);
+    assert_eq!(status["last_sync"], Value::Null);
+}

@@ -1,0 +1,441 @@
+//! The device's local replica: its record documents, actor, feed cursor and evidence blobs.
+//!
+//! Everything lives under `--home`: `replica.sqlite` (WAL, `synchronous=FULL`, so a command
+//! that reported success survives a power cut) and `blobs/<sha256>` for evidence bytes kept until
+//! they are uploaded. A document is stored whole (`save()`) with the heads the server has
+//! acknowledged and a `dirty` flag, so that a sync loads only documents with pending changes.
+//! The documents a sync round touched, the new cursor and the last-sync time are written in one
+//! transaction ([`ReplicaStore::commit_round`]): an interrupted sync resumes from the last
+//! acknowledged state and re-sends, harmlessly, whatever was not acknowledged.
+//!
+//! One fieldcase process uses a home at a time: [`ReplicaStore::open`] takes an exclusive lock
+//! on `<home>/lock` and holds it until the store is dropped. A sync keeps documents in memory
+//! across its HTTP round trips; without the lock, saving them afterwards would overwrite an
+//! edit another process made meanwhile.
+
+#[cfg(test)]
+mod tests;
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use automerge::{ActorId, ChangeHash};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use sha2::{Digest, Sha256};
+use sync_core::error::ReplicaError;
+use sync_core::ids::DocumentId;
+use sync_core::records::RecordKind;
+use sync_core::replica::DeviceDoc;
+use thiserror::Error;
+
+/// The schema, one entry per version; `PRAGMA user_version` counts the entries applied.
+/// Entries are only ever appended, so that every older replica migrates forward.
+const MIGRATIONS: &[&str] = &["
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB);
+    CREATE TABLE docs (
+        id BLOB PRIMARY KEY,
+        kind TEXT,
+        bytes BLOB NOT NULL,
+        synced_heads BLOB NOT NULL,
+        dirty INTEGER NOT NULL,
+        updated_at INTEGER
+    );
+    CREATE INDEX docs_dirty ON docs (id) WHERE dirty = 1;
+    CREATE TABLE blobs (sha256 TEXT PRIMARY KEY, size INTEGER NOT NULL, uploaded INTEGER NOT NULL);
+"];
+
+/// 30 s: how long a statement waits for a lock held by a process that opened the database
+/// without going through [`ReplicaStore::open`] (a backup tool, `sqlite3`) before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Length of one change hash in the `synced_heads` column, which holds them concatenated.
+const HASH_LEN: usize = 32;
+
+/// A device replica failure.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The device holds no document with this id.
+    #[error("no document {0} on this device")]
+    UnknownDocument(DocumentId),
+    /// Stored bytes that do not read back: a damaged or foreign replica file.
+    #[error("the replica is damaged: {0}")]
+    Corrupt(String),
+    /// A newer fieldcase wrote this replica; reading it could lose what that version stored.
+    #[error("the replica has schema version {found}, newer than the {known} this build knows")]
+    NewerSchema {
+        /// The version found in the file.
+        found: i64,
+        /// The newest version this build knows.
+        known: usize,
+    },
+    /// SQLite refused an operation.
+    #[error("replica database error")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A file or directory under the home (or an evidence file) could not be read or written.
+    #[error("cannot access {path}")]
+    Io {
+        /// The file concerned.
+        path: PathBuf,
+        /// What the operating system said.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl StoreError {
+    /// The stable snake_case code `--json` reports for this failure.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::UnknownDocument(_) => "unknown_document",
+            Self::Corrupt(_) | Self::NewerSchema { .. } => "corrupt_replica",
+            Self::Sqlite(_) => "storage_error",
+            Self::Io { .. } => "io_error",
+        }
+    }
+}
+
+/// One stored document, as listings show it, without loading the document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocSummary {
+    /// The document id.
+    pub id: DocumentId,
+    /// `inspection` or `case`; `None` when the document is not (yet) a readable record.
+    pub kind: Option<String>,
+    /// Whether the document has changes the server has not acknowledged.
+    pub pending: bool,
+    /// Device time the device's copy was last written, milliseconds since the Unix epoch.
+    pub updated_at: Option<i64>,
+}
+
+/// How much the replica holds, for `fieldcase status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaCounts {
+    /// Documents stored.
+    pub documents: u64,
+    /// Documents with changes the server has not acknowledged.
+    pub pending_documents: u64,
+    /// Evidence blobs not uploaded yet.
+    pub pending_blobs: u64,
+}
+
+/// Evidence bytes stored under `<home>/blobs/<sha256>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobRef {
+    /// Lowercase hex SHA-256 of the bytes: the blob's name here and on the server.
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// The open replica of one device home.
+pub struct ReplicaStore {
+    // Declared before the lock so that the database closes before the lock is released.
+    db: Connection,
+    _lock: File,
+    home: PathBuf,
+    actor: ActorId,
+}
+
+impl ReplicaStore {
+    /// Opens (and on first use creates) the replica under `home`, waiting for any other
+    /// fieldcase process using the same home to finish.
+    ///
+    /// On first use the device makes its own random Automerge actor id and stores it; every
+    /// later open returns the same actor, so that its changes keep one sequence.
+    pub fn open(home: &Path) -> Result<Self, StoreError> {
+        fs::create_dir_all(home).map_err(io_error(home))?;
+        let lock_path = home.join("lock");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_error(&lock_path))?;
+        lock.lock().map_err(io_error(&lock_path))?;
+
+        let mut db = Connection::open(home.join("replica.sqlite"))?;
+        db.busy_timeout(BUSY_TIMEOUT)?;
+        db.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))?;
+        db.pragma_update(None, "synchronous", "FULL")?;
+        migrate(&mut db)?;
+        db.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('actor', ?1)",
+            [ActorId::random().to_bytes()],
+        )?;
+        let actor_bytes: Vec<u8> =
+            db.query_row("SELECT value FROM meta WHERE key = 'actor'", [], |row| row.get(0))?;
+        if actor_bytes.is_empty() {
+            return Err(StoreError::Corrupt("the stored actor id is empty".to_owned()));
+        }
+        Ok(Self { db, _lock: lock, home: home.to_owned(), actor: ActorId::from(actor_bytes) })
+    }
+
+    /// The device's Automerge actor: every change this device writes carries it.
+    pub fn actor(&self) -> &ActorId {
+        &self.actor
+    }
+
+    /// The home directory.
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+
+    /// The server feed sequence up to which this device has applied every change in its scope.
+    pub fn cursor(&self) -> Result<u64, StoreError> {
+        let cursor = self.meta_int("cursor")?.unwrap_or(0);
+        u64::try_from(cursor).map_err(|_| StoreError::Corrupt(format!("negative cursor {cursor}")))
+    }
+
+    /// Device time of the last completed sync round, milliseconds since the Unix epoch.
+    pub fn last_sync(&self) -> Result<Option<i64>, StoreError> {
+        self.meta_int("last_sync")
+    }
+
+    /// Stores the document as it is now: its bytes, acknowledged heads and pending flag.
+    pub fn save(&self, device_doc: &mut DeviceDoc, now_ms: i64) -> Result<(), StoreError> {
+        save_doc(&self.db, device_doc, now_ms)
+    }
+
+    /// Loads a document, with this device's actor set for new edits.
+    pub fn load(&self, doc_id: DocumentId) -> Result<DeviceDoc, StoreError> {
+        self.find(doc_id)?.ok_or(StoreError::UnknownDocument(doc_id))
+    }
+
+    /// Loads a document if the device holds it.
+    pub fn find(&self, doc_id: DocumentId) -> Result<Option<DeviceDoc>, StoreError> {
+        let row = self
+            .db
+            .query_row(
+                "SELECT bytes, synced_heads FROM docs WHERE id = ?1",
+                [doc_id.as_bytes()],
+                |row| Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, Vec<u8>>(1)?)),
+            )
+            .optional()?;
+        row.map(|(bytes, heads)| self.read_doc(doc_id, &bytes, &heads)).transpose()
+    }
+
+    /// Loads every document with changes the server has not acknowledged.
+    pub fn load_pending(&self) -> Result<Vec<DeviceDoc>, StoreError> {
+        let mut statement =
+            self.db.prepare("SELECT id, bytes, synced_heads FROM docs WHERE dirty = 1")?;
+        let rows = statement.query_map([], |row| {
+            Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, Vec<u8>>(1)?, row.get::<_, Vec<u8>>(2)?))
+        })?;
+        let mut docs = Vec::new();
+        for row in rows {
+            let (id, bytes, heads) = row?;
+            docs.push(self.read_doc(read_id(&id)?, &bytes, &heads)?);
+        }
+        Ok(docs)
+    }
+
+    /// Every stored document, ordered by last write (newest first), without loading any.
+    pub fn summaries(&self) -> Result<Vec<DocSummary>, StoreError> {
+        let mut statement = self
+            .db
+            .prepare("SELECT id, kind, dirty, updated_at FROM docs ORDER BY updated_at DESC, id")?;
+        let rows = statement.query_map([], |row| {
+            Ok((
+                row.get::<_, Vec<u8>>(0)?,
+                row.get::<_, Option<String>>(1)?,
+                row.get::<_, bool>(2)?,
+                row.get::<_, Option<i64>>(3)?,
+            ))
+        })?;
+        let mut summaries = Vec::new();
+        for row in rows {
+            let (id, kind, pending, updated_at) = row?;
+            summaries.push(DocSummary { id: read_id(&id)?, kind, pending, updated_at });
+        }
+        Ok(summaries)
+    }
+
+    /// Stores the outcome of one sync round in one transaction: the touched documents, the
+    /// evicted ones deleted, the new cursor and the time of the round.
+    ///
+    /// Either all of it is stored or none of it, so the cursor never moves past changes whose
+    /// documents were not stored.
+    pub fn commit_round<'a>(
+        &mut self,
+        touched: impl IntoIterator<Item = &'a mut DeviceDoc>,
+        evicted: &[DocumentId],
+        cursor: u64,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let cursor = i64::try_from(cursor)
+            .map_err(|_| StoreError::Corrupt(format!("cursor {cursor} does not fit SQLite")))?;
+        let tx = self.db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for device_doc in touched {
+            save_doc(&tx, device_doc, now_ms)?;
+        }
+        for doc_id in evicted {
+            tx.execute("DELETE FROM docs WHERE id = ?1", [doc_id.as_bytes()])?;
+        }
+        set_meta_int(&tx, "cursor", cursor)?;
+        set_meta_int(&tx, "last_sync", now_ms)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Copies evidence bytes into `<home>/blobs/<sha256>` while hashing them, and records the
+    /// blob as not uploaded yet.
+    ///
+    /// The bytes are streamed, so a long video needs no more memory than a photo; they are
+    /// written to a temporary file, flushed to disk and renamed, so a crash never leaves a
+    /// blob whose content does not match its name.
+    pub fn import_blob(&self, source: &Path) -> Result<BlobRef, StoreError> {
+        let blobs_dir = self.home.join("blobs");
+        fs::create_dir_all(&blobs_dir).map_err(io_error(&blobs_dir))?;
+        let incoming = blobs_dir.join(format!(".incoming-{}", uuid::Uuid::new_v4().simple()));
+        let copied = copy_hashing(source, &incoming);
+        let blob = match copied {
+            Ok(blob) => blob,
+            Err(error) => {
+                // The partial copy is worthless; the error that matters is the one returned.
+                let _ = fs::remove_file(&incoming);
+                return Err(error);
+            }
+        };
+        let stored = blobs_dir.join(&blob.sha256);
+        fs::rename(&incoming, &stored).map_err(io_error(&stored))?;
+        File::open(&blobs_dir).and_then(|dir| dir.sync_all()).map_err(io_error(&blobs_dir))?;
+        let size = i64::try_from(blob.size)
+            .map_err(|_| StoreError::Corrupt(format!("blob of {} bytes", blob.size)))?;
+        self.db.execute(
+            "INSERT OR IGNORE INTO blobs (sha256, size, uploaded) VALUES (?1, ?2, 0)",
+            params![blob.sha256, size],
+        )?;
+        Ok(blob)
+    }
+
+    /// How many documents and blobs the replica holds and how many are pending.
+    pub fn counts(&self) -> Result<ReplicaCounts, StoreError> {
+        let (documents, pending_documents) =
+            self.db.query_row("SELECT COUNT(*), COALESCE(SUM(dirty), 0) FROM docs", [], |row| {
+                Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))
+            })?;
+        let pending_blobs: i64 =
+            self.db
+                .query_row("SELECT COUNT(*) FROM blobs WHERE uploaded = 0", [], |row| row.get(0))?;
+        let count = |value: i64| u64::try_from(value).expect("counts are never negative");
+        Ok(ReplicaCounts {
+            documents: count(documents),
+            pending_documents: count(pending_documents),
+            pending_blobs: count(pending_blobs),
+        })
+    }
+
+    fn read_doc(
+        &self,
+        doc_id: DocumentId,
+        bytes: &[u8],
+        heads: &[u8],
+    ) -> Result<DeviceDoc, StoreError> {
+        let corrupt =
+            |error: ReplicaError| StoreError::Corrupt(format!("document {doc_id}: {error}"));
+        DeviceDoc::load(doc_id, bytes, decode_heads(doc_id, heads)?, &self.actor).map_err(corrupt)
+    }
+
+    fn meta_int(&self, key: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .db
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |row| row.get(0))
+            .optional()?)
+    }
+}
+
+fn migrate(db: &mut Connection) -> Result<(), StoreError> {
+    // Immediate, so that two processes opening a fresh home cannot both apply a migration.
+    let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    let applied = usize::try_from(version).unwrap_or(usize::MAX);
+    if applied > MIGRATIONS.len() {
+        return Err(StoreError::NewerSchema { found: version, known: MIGRATIONS.len() });
+    }
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
+        tx.execute_batch(migration)?;
+        let version = i64::try_from(index + 1).expect("a handful of migrations");
+        tx.pragma_update(None, "user_version", version)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn save_doc(db: &Connection, device_doc: &mut DeviceDoc, now_ms: i64) -> Result<(), StoreError> {
+    let kind = device_doc.kind().map(RecordKind::as_str);
+    let heads = encode_heads(device_doc.synced_heads());
+    let dirty = device_doc.has_pending();
+    db.execute(
+        "INSERT INTO docs (id, kind, bytes, synced_heads, dirty, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, bytes = excluded.bytes,
+             synced_heads = excluded.synced_heads, dirty = excluded.dirty,
+             updated_at = excluded.updated_at",
+        params![device_doc.id().as_bytes(), kind, device_doc.save(), heads, dirty, now_ms],
+    )?;
+    Ok(())
+}
+
+fn set_meta_int(db: &Connection, key: &str, value: i64) -> Result<(), StoreError> {
+    db.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![key, value],
+    )?;
+    Ok(())
+}
+
+fn read_id(bytes: &[u8]) -> Result<DocumentId, StoreError> {
+    DocumentId::try_from_slice(bytes).map_err(|error| StoreError::Corrupt(error.to_string()))
+}
+
+fn encode_heads(heads: &[ChangeHash]) -> Vec<u8> {
+    heads.iter().flat_map(|hash| hash.0).collect()
+}
+
+fn decode_heads(doc_id: DocumentId, bytes: &[u8]) -> Result<Vec<ChangeHash>, StoreError> {
+    let chunks = bytes.chunks_exact(HASH_LEN);
+    if !chunks.remainder().is_empty() {
+        return Err(StoreError::Corrupt(format!(
+            "document {doc_id}: synced heads of {} bytes are not whole hashes",
+            bytes.len()
+        )));
+    }
+    Ok(chunks
+        .map(|chunk| ChangeHash(chunk.try_into().expect("chunks_exact yields whole hashes")))
+        .collect())
+}
+
+/// Streams `source` into a new file at `target`, hashing on the way, and flushes it to disk.
+fn copy_hashing(source: &Path, target: &Path) -> Result<BlobRef, StoreError> {
+    let mut input = File::open(source).map_err(io_error(source))?;
+    let output = File::create_new(target).map_err(io_error(target))?;
+    let mut writer = HashingWriter { inner: output, hasher: Sha256::new() };
+    let size = io::copy(&mut input, &mut writer).map_err(io_error(source))?;
+    writer.inner.sync_all().map_err(io_error(target))?;
+    Ok(BlobRef { sha256: hex::encode(writer.hasher.finalize()), size })
+}
+
+/// A writer that hashes what passes through it.
+struct HashingWriter {
+    inner: File,
+    hasher: Sha256,
+}
+
+impl Write for HashingWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let written = self.inner.write(buf)?;
+        self.hasher.update(&buf[..written]);
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io { path: path.to_owned(), source }
+}

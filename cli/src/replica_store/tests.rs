@@ -1,0 +1,154 @@
+//! Tests of the replica store: persistence, atomic rounds, actor and blobs.
+
+use automerge::ROOT;
+use automerge::transaction::CommitOptions;
+use sync_core::edit::{TextEdit, edit_text};
+use sync_core::records::{InspectionRecord, Party, Site, create_document};
+
+use super::*;
+
+fn inspection(store: &ReplicaStore, id_byte: u8) -> DeviceDoc {
+    let doc_id = DocumentId::from_bytes([id_byte; 16]);
+    let party = Party {
+        kind: "natural".to_owned(),
+        name: "张三".to_owned(),
+        id_number: "110101199001011234".to_owned(),
+    };
+    let site = Site { name: "五金店".to_owned(), address: String::new(), gnss: None };
+    let record = InspectionRecord::new(doc_id.to_string(), "M1".to_owned(), party, site, 0);
+    let doc = create_document(store.actor(), &record, 0).expect("create");
+    DeviceDoc::new(doc_id, doc)
+}
+
+fn findings(device_doc: &DeviceDoc) -> String {
+    let (_, text_id) =
+        automerge::ReadDoc::get(device_doc.doc(), ROOT, "findings").unwrap().unwrap();
+    automerge::ReadDoc::text(device_doc.doc(), &text_id).unwrap()
+}
+
+#[test]
+fn actor_is_stable_across_opens() {
+    let home = tempfile::tempdir().unwrap();
+    let first = ReplicaStore::open(home.path()).unwrap().actor().clone();
+    let second = ReplicaStore::open(home.path()).unwrap().actor().clone();
+    assert_eq!(first, second);
+    assert_eq!(first.to_bytes().len(), 16);
+    let other_home = tempfile::tempdir().unwrap();
+    assert_ne!(ReplicaStore::open(other_home.path()).unwrap().actor(), &first);
+}
+
+#[test]
+fn a_saved_document_loads_with_its_pending_state_and_the_device_actor() {
+    let home = tempfile::tempdir().unwrap();
+    let store = ReplicaStore::open(home.path()).unwrap();
+    let mut device_doc = inspection(&store, 1);
+    let doc_id = device_doc.id();
+    store.save(&mut device_doc, 5).unwrap();
+    drop(store);
+
+    let store = ReplicaStore::open(home.path()).unwrap();
+    let mut loaded = store.load(doc_id).unwrap();
+    assert!(loaded.has_pending());
+    assert_eq!(loaded.heads(), device_doc.heads());
+    assert_eq!(loaded.pending().len(), 1);
+    assert_eq!(store.load_pending().unwrap().len(), 1);
+    let summaries = store.summaries().unwrap();
+    assert_eq!(
+        summaries,
+        vec![DocSummary {
+            id: doc_id,
+            kind: Some("inspection".to_owned()),
+            pending: true,
+            updated_at: Some(5),
+        }]
+    );
+
+    // An edit after loading is written by this device's actor in UTF-8 indices.
+    edit_text(loaded.doc_mut(), "findings", TextEdit::Append, "消防通道").unwrap();
+    edit_text(loaded.doc_mut(), "findings", TextEdit::Append, " 🚒").unwrap();
+    loaded.doc_mut().commit_with(CommitOptions::default().with_time(1));
+    assert_eq!(findings(&loaded), "消防通道 🚒");
+    assert!(loaded.pending().iter().all(|change| change.actor_id() == store.actor()));
+}
+
+#[test]
+fn unknown_documents_are_reported_as_such() {
+    let home = tempfile::tempdir().unwrap();
+    let store = ReplicaStore::open(home.path()).unwrap();
+    let doc_id = DocumentId::from_bytes([9; 16]);
+    assert!(matches!(store.load(doc_id), Err(StoreError::UnknownDocument(id)) if id == doc_id));
+    assert!(store.find(doc_id).unwrap().is_none());
+}
+
+#[test]
+fn a_round_stores_documents_and_cursor_together() {
+    let home = tempfile::tempdir().unwrap();
+    let mut store = ReplicaStore::open(home.path()).unwrap();
+    let mut kept = inspection(&store, 1);
+    let mut evicted = inspection(&store, 2);
+    store.save(&mut kept, 1).unwrap();
+    store.save(&mut evicted, 1).unwrap();
+    assert_eq!(store.cursor().unwrap(), 0);
+    assert_eq!(store.last_sync().unwrap(), None);
+
+    store.commit_round([&mut kept], &[evicted.id()], 7, 99).unwrap();
+
+    drop(store);
+    let store = ReplicaStore::open(home.path()).unwrap();
+    assert_eq!(store.cursor().unwrap(), 7);
+    assert_eq!(store.last_sync().unwrap(), Some(99));
+    let ids: Vec<_> = store.summaries().unwrap().into_iter().map(|doc| doc.id).collect();
+    assert_eq!(ids, vec![kept.id()]);
+}
+
+#[test]
+fn a_failed_round_stores_neither_documents_nor_cursor() {
+    // Arrange: a document with an edit that a round would store, and a fault injected
+    // into the cursor write, which comes after the document writes.
+    let home = tempfile::tempdir().unwrap();
+    let mut store = ReplicaStore::open(home.path()).unwrap();
+    let mut device_doc = inspection(&store, 1);
+    store.save(&mut device_doc, 1).unwrap();
+    edit_text(device_doc.doc_mut(), "findings", TextEdit::Append, "新").unwrap();
+    device_doc.doc_mut().commit();
+    Connection::open(home.path().join("replica.sqlite"))
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER fail_cursor BEFORE INSERT ON meta WHEN NEW.key = 'cursor'
+             BEGIN SELECT RAISE(ABORT, 'injected fault'); END;",
+        )
+        .unwrap();
+
+    // Act
+    let result = store.commit_round([&mut device_doc], &[], 3, 2);
+
+    // Assert
+    assert!(matches!(result, Err(StoreError::Sqlite(_))), "{result:?}");
+    assert_eq!(store.cursor().unwrap(), 0);
+    let stored = store.load(device_doc.id()).unwrap();
+    assert_eq!(findings(&stored), "");
+    assert_eq!(store.summaries().unwrap()[0].updated_at, Some(1));
+}
+
+#[test]
+fn imported_blobs_are_named_by_their_hash_and_pending() {
+    let home = tempfile::tempdir().unwrap();
+    let store = ReplicaStore::open(home.path()).unwrap();
+    let source = home.path().join("photo.jpg");
+    fs::write(&source, b"abc").unwrap();
+
+    let blob = store.import_blob(&source).unwrap();
+    let again = store.import_blob(&source).unwrap();
+
+    assert_eq!(blob.sha256, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    assert_eq!(blob.size, 3);
+    assert_eq!(again, blob);
+    assert_eq!(fs::read(home.path().join("blobs").join(&blob.sha256)).unwrap(), b"abc");
+    assert_eq!(store.counts().unwrap().pending_blobs, 1);
+    let leftovers = fs::read_dir(home.path().join("blobs")).unwrap().count();
+    assert_eq!(leftovers, 1);
+    assert!(matches!(
+        store.import_blob(&home.path().join("missing.jpg")),
+        Err(StoreError::Io { .. })
+    ));
+}

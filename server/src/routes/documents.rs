@@ -1,0 +1,123 @@
+//! The merged documents, read: `GET /v1/docs`, `GET /v1/docs/{id}` (the same view as
+//! `fieldcase show --json` on a device) and `GET /v1/docs/{id}/history`.
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use sync_core::ids::DocumentId;
+use sync_core::view::DocumentView;
+
+use crate::error::ApiError;
+use crate::routes::run_blocking;
+use crate::state::AppState;
+use crate::store::{DocumentSummary, HistoryEntry};
+
+/// The document routes.
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/docs", get(list_documents))
+        .route("/v1/docs/{id}", get(get_document))
+        .route("/v1/docs/{id}/history", get(get_history))
+}
+
+/// One document in the list.
+#[derive(Debug, Serialize)]
+struct DocumentListItem {
+    id: String,
+    kind: Option<String>,
+    status: Option<String>,
+    matter: Option<String>,
+    township: Option<String>,
+    heads: Vec<String>,
+    updated_at: i64,
+}
+
+impl From<DocumentSummary> for DocumentListItem {
+    fn from(summary: DocumentSummary) -> Self {
+        Self {
+            id: summary.id.to_string(),
+            kind: summary.kind,
+            status: summary.status,
+            matter: summary.matter,
+            township: summary.township,
+            heads: summary.heads.iter().map(ToString::to_string).collect(),
+            updated_at: summary.updated_at,
+        }
+    }
+}
+
+/// One change of a document's history.
+#[derive(Debug, Serialize)]
+struct HistoryItem {
+    feed_seq: i64,
+    hash: String,
+    actor: String,
+    seq: i64,
+    deps: Vec<String>,
+    device: Option<String>,
+    received_at: i64,
+    device_time: Option<i64>,
+    message: Option<String>,
+}
+
+impl From<HistoryEntry> for HistoryItem {
+    fn from(entry: HistoryEntry) -> Self {
+        Self {
+            feed_seq: entry.feed_seq,
+            hash: entry.hash.to_string(),
+            actor: entry.actor.to_hex_string(),
+            seq: entry.seq,
+            deps: entry.deps.iter().map(ToString::to_string).collect(),
+            device: entry.device,
+            received_at: entry.received_at,
+            device_time: entry.device_time,
+            message: entry.message,
+        }
+    }
+}
+
+/// Lists every document with its projected fields, the most recently changed first.
+async fn list_documents(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<DocumentListItem>>, ApiError> {
+    let store = state.store().clone();
+    let summaries = run_blocking(move || Ok(store.list_documents()?)).await?;
+    Ok(Json(summaries.into_iter().map(DocumentListItem::from).collect()))
+}
+
+/// The merged view of one document.
+async fn get_document(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<DocumentView>, ApiError> {
+    let doc_id = parse_document_id(id)?;
+    let store = state.store().clone();
+    let view = run_blocking(move || {
+        let doc =
+            store.document(doc_id)?.ok_or_else(|| ApiError::UnknownDocument(doc_id.to_string()))?;
+        Ok(DocumentView::build(doc_id, &doc.get_heads(), &*doc))
+    })
+    .await?;
+    Ok(Json(view))
+}
+
+/// Every change of one document in feed order: who wrote what, and when it arrived.
+async fn get_history(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<Vec<HistoryItem>>, ApiError> {
+    let doc_id = parse_document_id(id)?;
+    let store = state.store().clone();
+    let history = run_blocking(move || {
+        store.history(doc_id)?.ok_or_else(|| ApiError::UnknownDocument(doc_id.to_string()))
+    })
+    .await?;
+    Ok(Json(history.into_iter().map(HistoryItem::from).collect()))
+}
+
+fn parse_document_id(id: Result<Path<String>, PathRejection>) -> Result<DocumentId, ApiError> {
+    let Path(text) = id.map_err(|rejection| ApiError::InvalidDocumentId(rejection.body_text()))?;
+    DocumentId::parse(&text).map_err(|_| ApiError::InvalidDocumentId(text))
+}

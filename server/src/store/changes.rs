@@ -1,0 +1,253 @@
+//! SQL on the append-only change log: inserting merged changes, the feed devices pull from,
+//! the changes a document load replays, and a document's history.
+//!
+//! `feed_seq` is the server feed sequence: it only grows, so a device that has applied every
+//! change up to some `feed_seq` (its cursor) needs exactly the rows after it.
+
+use std::collections::{HashMap, HashSet};
+
+use automerge::{ActorId, Change, ChangeHash};
+use rusqlite::types::Type;
+use rusqlite::{Connection, Row, params};
+use sync_core::ids::DocumentId;
+use sync_core::protocol::DocUpdate;
+
+use crate::store::StoreError;
+
+/// One change in a document's history, as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct HistoryEntry {
+    /// Position in the server feed.
+    pub(crate) feed_seq: i64,
+    /// The change hash.
+    pub(crate) hash: ChangeHash,
+    /// The Automerge actor that wrote the change.
+    pub(crate) actor: ActorId,
+    /// The actor's sequence number of the change.
+    pub(crate) seq: i64,
+    /// The changes this one depends on.
+    pub(crate) deps: Vec<ChangeHash>,
+    /// The uploading device, once devices are registered.
+    pub(crate) device: Option<String>,
+    /// Server time of receipt, milliseconds since the Unix epoch.
+    pub(crate) received_at: i64,
+    /// The time the device stamped on the change (informational: device clocks drift).
+    pub(crate) device_time: Option<i64>,
+    /// The commit message, if the device wrote one.
+    pub(crate) message: Option<String>,
+}
+
+/// A page of the feed after a device's cursor.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Feed {
+    /// Changes grouped by document, documents in order of their first change in the feed.
+    pub(crate) updates: Vec<DocUpdate>,
+    /// The feed sequence the device has reached once it applied `updates`.
+    pub(crate) cursor: u64,
+    /// The page stopped at the byte budget: more changes are waiting after `cursor`.
+    pub(crate) more: bool,
+}
+
+/// Appends one change and returns its feed sequence.
+///
+/// # Errors
+/// [`StoreError::DuplicateChange`] when the change is already stored (for another document,
+/// since the merge skips changes the document holds).
+pub(crate) fn insert(
+    connection: &Connection,
+    doc_id: DocumentId,
+    change: &mut Change,
+    received_at: i64,
+) -> Result<i64, StoreError> {
+    let hash = change.hash();
+    let deps = hashes_blob(change.deps());
+    let actor = change.actor_id().to_bytes().to_vec();
+    let seq = i64::try_from(change.seq()).map_err(|_| StoreError::Unstorable {
+        hash: hash.to_string(),
+        reason: "sequence number exceeds 2^63".to_owned(),
+    })?;
+    let device_time = change.timestamp();
+    let message = change.message().map(str::to_owned);
+    let bytes = change.bytes();
+    let mut statement = connection.prepare_cached(
+        "INSERT INTO changes (hash, doc_id, actor, seq, deps, bytes, message, device_time, \
+         received_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?;
+    let inserted = statement.execute(params![
+        hash.0,
+        doc_id.as_bytes(),
+        actor,
+        seq,
+        deps,
+        bytes.as_ref(),
+        message,
+        device_time,
+        received_at,
+    ]);
+    match inserted {
+        Ok(_) => Ok(connection.last_insert_rowid()),
+        Err(err) if is_unique_violation(&err) => {
+            Err(StoreError::DuplicateChange { hash: hash.to_string() })
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// The stored bytes of a document's changes after `after_feed_seq`, in feed order.
+pub(crate) fn bytes_after(
+    connection: &Connection,
+    doc_id: DocumentId,
+    after_feed_seq: i64,
+) -> Result<Vec<Vec<u8>>, StoreError> {
+    let mut statement = connection.prepare_cached(
+        "SELECT bytes FROM changes WHERE doc_id = ?1 AND feed_seq > ?2 ORDER BY feed_seq",
+    )?;
+    let rows = statement.query_map(params![doc_id.as_bytes(), after_feed_seq], |row| row.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// How many of a document's changes come after `after_feed_seq`.
+pub(crate) fn count_after(
+    connection: &Connection,
+    doc_id: DocumentId,
+    after_feed_seq: i64,
+) -> Result<i64, StoreError> {
+    let mut statement = connection
+        .prepare_cached("SELECT COUNT(*) FROM changes WHERE doc_id = ?1 AND feed_seq > ?2")?;
+    Ok(statement.query_row(params![doc_id.as_bytes(), after_feed_seq], |row| row.get(0))?)
+}
+
+/// The changes after `cursor`, without those in `skip`, up to about `byte_budget` bytes.
+///
+/// Call it inside one read transaction: the cursor of a complete page is the highest feed
+/// sequence of that same snapshot, so a change committed meanwhile is not skipped. A page
+/// always holds at least one change when any is due, so a change larger than the budget
+/// cannot stall a device.
+pub(crate) fn feed_after(
+    connection: &Connection,
+    cursor: u64,
+    skip: &HashSet<ChangeHash>,
+    byte_budget: usize,
+) -> Result<Feed, StoreError> {
+    let last_feed_seq: i64 =
+        connection
+            .query_row("SELECT COALESCE(MAX(feed_seq), 0) FROM changes", [], |row| row.get(0))?;
+    let mut statement = connection.prepare_cached(
+        "SELECT feed_seq, doc_id, hash, bytes FROM changes WHERE feed_seq > ?1 ORDER BY feed_seq",
+    )?;
+    let mut rows = statement.query([i64::try_from(cursor).unwrap_or(i64::MAX)])?;
+    let mut updates: Vec<DocUpdate> = Vec::new();
+    let mut positions: HashMap<DocumentId, usize> = HashMap::new();
+    let mut page_bytes = 0;
+    // The feed sequence of the last row this page accounts for, sent or skipped.
+    let mut reached = cursor;
+    while let Some(row) = rows.next()? {
+        let feed_seq = feed_seq_column(row, 0)?;
+        if skip.contains(&hash_column(row, 2)?) {
+            reached = feed_seq;
+            continue;
+        }
+        let bytes: Vec<u8> = row.get(3)?;
+        if page_bytes > 0 && page_bytes + bytes.len() > byte_budget {
+            return Ok(Feed { updates, cursor: reached, more: true });
+        }
+        page_bytes += bytes.len();
+        let doc_id = doc_id_column(row, 1)?;
+        let position = *positions.entry(doc_id).or_insert_with(|| {
+            updates.push(DocUpdate { doc_id, changes: Vec::new() });
+            updates.len() - 1
+        });
+        updates[position].changes.push(bytes);
+        reached = feed_seq;
+    }
+    let cursor = u64::try_from(last_feed_seq).expect("feed sequences are positive");
+    Ok(Feed { updates, cursor, more: false })
+}
+
+/// A document's changes in feed order; empty for an unknown document.
+pub(crate) fn history(
+    connection: &Connection,
+    doc_id: DocumentId,
+) -> Result<Vec<HistoryEntry>, StoreError> {
+    let mut statement = connection.prepare_cached(
+        "SELECT feed_seq, hash, actor, seq, deps, device, received_at, device_time, message \
+         FROM changes WHERE doc_id = ?1 ORDER BY feed_seq",
+    )?;
+    let rows = statement.query_map([doc_id.as_bytes()], |row| {
+        Ok(HistoryEntry {
+            feed_seq: row.get(0)?,
+            hash: hash_column(row, 1)?,
+            actor: ActorId::from(row.get_ref(2)?.as_blob()?),
+            seq: row.get(3)?,
+            deps: hashes_column(row, 4)?,
+            device: row.get(5)?,
+            received_at: row.get(6)?,
+            device_time: row.get(7)?,
+            message: row.get(8)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Number of rows in the change log.
+#[cfg(test)]
+pub(crate) fn count(connection: &Connection) -> Result<i64, StoreError> {
+    Ok(connection.query_row("SELECT COUNT(*) FROM changes", [], |row| row.get(0))?)
+}
+
+/// The feed sequence of the change with this hash, if stored.
+#[cfg(test)]
+pub(crate) fn feed_seq_of(
+    connection: &Connection,
+    hash: ChangeHash,
+) -> Result<Option<i64>, StoreError> {
+    use rusqlite::OptionalExtension;
+    Ok(connection
+        .query_row("SELECT feed_seq FROM changes WHERE hash = ?1", [hash.0], |row| row.get(0))
+        .optional()?)
+}
+
+fn is_unique_violation(err: &rusqlite::Error) -> bool {
+    err.sqlite_error().is_some_and(|sqlite| {
+        sqlite.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+            || sqlite.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+    })
+}
+
+fn feed_seq_column(row: &Row<'_>, index: usize) -> rusqlite::Result<u64> {
+    let feed_seq: i64 = row.get(index)?;
+    u64::try_from(feed_seq).map_err(|err| {
+        rusqlite::Error::FromSqlConversionFailure(index, Type::Integer, Box::new(err))
+    })
+}
+
+/// Reads a 32-byte change hash.
+pub(crate) fn hash_column(row: &Row<'_>, index: usize) -> rusqlite::Result<ChangeHash> {
+    let bytes: [u8; 32] = row.get(index)?;
+    Ok(ChangeHash(bytes))
+}
+
+/// Reads concatenated 32-byte change hashes (dependencies, heads).
+pub(crate) fn hashes_column(row: &Row<'_>, index: usize) -> rusqlite::Result<Vec<ChangeHash>> {
+    let bytes = row.get_ref(index)?.as_blob()?;
+    if !bytes.len().is_multiple_of(32) {
+        let reason = format!("{} bytes is not a whole number of change hashes", bytes.len());
+        return Err(rusqlite::Error::FromSqlConversionFailure(index, Type::Blob, reason.into()));
+    }
+    Ok(bytes
+        .chunks_exact(32)
+        .map(|chunk| ChangeHash(chunk.try_into().expect("chunks are 32 bytes")))
+        .collect())
+}
+
+/// Concatenates change hashes for a BLOB column.
+pub(crate) fn hashes_blob(hashes: &[ChangeHash]) -> Vec<u8> {
+    hashes.iter().flat_map(|hash| hash.0).collect()
+}
+
+/// Reads a 16-byte document id.
+pub(crate) fn doc_id_column(row: &Row<'_>, index: usize) -> rusqlite::Result<DocumentId> {
+    let bytes = row.get_ref(index)?.as_blob()?;
+    DocumentId::try_from_slice(bytes)
+        .map_err(|err| rusqlite::Error::FromSqlConversionFailure(index, Type::Blob, Box::new(err)))
+}

@@ -1,0 +1,112 @@
+//! Opening SQLite connections with the pragmas the store relies on, and the schema migrations.
+//!
+//! Migrations are versioned in code: migration `n` (1-based) brings `PRAGMA user_version` from
+//! `n - 1` to `n` inside one transaction, so a crash mid-migration leaves the previous version.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+
+use crate::store::StoreError;
+
+/// How long a connection waits for a lock held by another connection before giving up with
+/// `SQLITE_BUSY`. Only checkpoints and other processes can hold one, since the store has a
+/// single writer connection.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Each migration's SQL, in order; never edit a released entry, append a new one.
+const MIGRATIONS: &[&str] = &[
+    // 1: the append-only change log and the document table.
+    r"
+    CREATE TABLE changes (
+        feed_seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        hash BLOB NOT NULL UNIQUE,
+        doc_id BLOB NOT NULL,
+        actor BLOB NOT NULL,
+        seq INTEGER NOT NULL,
+        deps BLOB NOT NULL,
+        bytes BLOB NOT NULL,
+        message TEXT,
+        device TEXT,
+        officer TEXT,
+        certificate TEXT,
+        device_time INTEGER,
+        received_at INTEGER NOT NULL,
+        UNIQUE (doc_id, actor, seq)
+    );
+    CREATE INDEX changes_doc_feed ON changes (doc_id, feed_seq);
+    CREATE TRIGGER changes_no_update BEFORE UPDATE ON changes
+    BEGIN
+        SELECT RAISE(ABORT, 'changes is append-only');
+    END;
+    CREATE TRIGGER changes_no_delete BEFORE DELETE ON changes
+    BEGIN
+        SELECT RAISE(ABORT, 'changes is append-only');
+    END;
+
+    CREATE TABLE documents (
+        id BLOB PRIMARY KEY CHECK (length(id) = 16),
+        kind TEXT,
+        matter TEXT,
+        township TEXT,
+        party_key TEXT,
+        status TEXT,
+        heads BLOB NOT NULL,
+        snapshot BLOB,
+        snapshot_seq INTEGER,
+        feed_seq INTEGER NOT NULL,
+        change_count INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE INDEX documents_feed_seq ON documents (feed_seq);
+    ",
+];
+
+/// Opens (creating it if needed) the database for writing and brings its schema up to date.
+///
+/// WAL lets readers proceed while the writer commits; `synchronous=FULL` makes a commit
+/// durable across power loss before the server acknowledges it (SECURITY.md T16).
+pub(crate) fn open_writer(path: &Path) -> Result<Connection, StoreError> {
+    let mut connection = Connection::open(path)?;
+    connection.busy_timeout(BUSY_TIMEOUT)?;
+    let journal_mode: String =
+        connection.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+    if !journal_mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Pragma { pragma: "journal_mode=WAL", actual: journal_mode });
+    }
+    connection.pragma_update(None, "synchronous", "FULL")?;
+    connection.pragma_update(None, "foreign_keys", "ON")?;
+    migrate(&mut connection)?;
+    Ok(connection)
+}
+
+/// Opens a read-only connection to a database the writer has already created and migrated.
+pub(crate) fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    let connection = Connection::open_with_flags(path, flags)?;
+    connection.busy_timeout(BUSY_TIMEOUT)?;
+    connection.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(connection)
+}
+
+/// Applies every migration the file has not seen yet, each in its own transaction.
+fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
+    let version: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    let known = i64::try_from(MIGRATIONS.len()).expect("a handful of migrations");
+    if version > known {
+        return Err(StoreError::NewerSchema { found: version, supported: known });
+    }
+    for (next_version, sql) in (1_i64..).zip(MIGRATIONS).skip(usize::try_from(version).unwrap_or(0))
+    {
+        let tx = connection.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", next_version)?;
+        tx.commit()?;
+        tracing::info!(version = next_version, "migrated database schema");
+    }
+    Ok(())
+}
