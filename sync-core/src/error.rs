@@ -46,6 +46,30 @@ pub enum MergeError {
         /// What the parser said.
         reason: String,
     },
+    /// A compressed change inflates past what one upload may hold (a deflate bomb).
+    #[error("change {index} of document {doc} inflates past the upload's limit of {limit} bytes")]
+    InflateLimit {
+        /// The document the chunk was uploaded for.
+        doc: String,
+        /// Position of the chunk in the upload.
+        index: usize,
+        /// The limit, in bytes, for the whole upload.
+        limit: usize,
+    },
+    /// A change holds more operations than one change may.
+    #[error(
+        "change {index} of document {doc} holds {ops} operations; at most {limit} are accepted"
+    )]
+    TooManyOps {
+        /// The document the chunk was uploaded for.
+        doc: String,
+        /// Position of the chunk in the upload.
+        index: usize,
+        /// Operations in the change.
+        ops: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// Changes depend on changes neither stored nor uploaded.
     #[error("document {doc} has changes with missing dependencies: {}", missing.join(", "))]
     MissingDeps {

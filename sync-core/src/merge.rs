@@ -17,19 +17,102 @@ use crate::error::MergeError;
 use crate::ids::DocumentId;
 use crate::json::{scalar_json, value_json};
 
-/// Parses every chunk as exactly one change; any failure refuses the whole upload.
+/// What one upload may make the server inflate and hold (SECURITY.md §c).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadLimits {
+    /// Operations in one change.
+    pub max_ops_per_change: usize,
+    /// Bytes of all changes of one upload after decompression.
+    pub max_inflated_bytes: usize,
+}
+
+impl Default for UploadLimits {
+    /// 100,000 operations per change and 64 MiB inflated per upload: far above what an
+    /// officer's edits produce, far below what would strain the server's memory.
+    fn default() -> Self {
+        Self { max_ops_per_change: 100_000, max_inflated_bytes: 64 * 1024 * 1024 }
+    }
+}
+
+/// Parses every chunk as exactly one change within the default limits; any failure refuses
+/// the whole upload.
 pub fn parse_changes(doc_id: DocumentId, chunks: &[Vec<u8>]) -> Result<Vec<Change>, MergeError> {
-    chunks
-        .iter()
-        .enumerate()
-        .map(|(index, chunk)| {
-            Change::try_from(chunk.as_slice()).map_err(|err| MergeError::MalformedChange {
+    let limits = UploadLimits::default();
+    let mut inflated_budget = limits.max_inflated_bytes;
+    parse_changes_within(doc_id, chunks, limits, &mut inflated_budget)
+}
+
+/// Parses every chunk as exactly one change, spending `inflated_budget` (shared by all
+/// documents of one upload) on the changes' decompressed sizes.
+///
+/// A compressed chunk is inflated into a bounded sink before automerge parses it, so a
+/// deflate bomb costs at most the budget in memory rather than whatever it inflates to.
+pub fn parse_changes_within(
+    doc_id: DocumentId,
+    chunks: &[Vec<u8>],
+    limits: UploadLimits,
+    inflated_budget: &mut usize,
+) -> Result<Vec<Change>, MergeError> {
+    let mut changes = Vec::with_capacity(chunks.len());
+    for (index, chunk) in chunks.iter().enumerate() {
+        let malformed =
+            |reason: String| MergeError::MalformedChange { doc: doc_id.to_string(), index, reason };
+        let inflate_limit = || MergeError::InflateLimit {
+            doc: doc_id.to_string(),
+            index,
+            limit: limits.max_inflated_bytes,
+        };
+        if let Some(compressed) = compressed_body(chunk) {
+            inflated_len_within(compressed, *inflated_budget)
+                .map_err(|_| malformed("invalid deflate stream".to_owned()))?
+                .ok_or_else(inflate_limit)?;
+        }
+        let change =
+            Change::try_from(chunk.as_slice()).map_err(|err| malformed(err.to_string()))?;
+        *inflated_budget =
+            inflated_budget.checked_sub(change.raw_bytes().len()).ok_or_else(inflate_limit)?;
+        if change.len() > limits.max_ops_per_change {
+            return Err(MergeError::TooManyOps {
                 doc: doc_id.to_string(),
                 index,
-                reason: err.to_string(),
-            })
-        })
-        .collect()
+                ops: change.len(),
+                limit: limits.max_ops_per_change,
+            });
+        }
+        changes.push(change);
+    }
+    Ok(changes)
+}
+
+/// The deflate stream of a compressed change chunk (magic, checksum, type 2, LEB128 length),
+/// or `None` for any other chunk, which automerge parses without inflating.
+fn compressed_body(chunk: &[u8]) -> Option<&[u8]> {
+    const MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
+    const COMPRESSED_CHANGE: u8 = 2;
+    let rest = chunk.strip_prefix(MAGIC.as_slice())?;
+    let (&chunk_type, rest) = rest.get(4..)?.split_first()?;
+    if chunk_type != COMPRESSED_CHANGE {
+        return None;
+    }
+    let mut length: u64 = 0;
+    for (position, &byte) in rest.iter().enumerate().take(10) {
+        length |= u64::from(byte & 0x7f) << (7 * position);
+        if byte & 0x80 == 0 {
+            let body = &rest[position + 1..];
+            let length = usize::try_from(length).ok()?;
+            return body.get(..length);
+        }
+    }
+    None
+}
+
+/// Inflates `compressed` into a counting sink; `Ok(None)` once it passes `limit` bytes.
+fn inflated_len_within(compressed: &[u8], limit: usize) -> std::io::Result<Option<usize>> {
+    use std::io::Read;
+    let limit = u64::try_from(limit).unwrap_or(u64::MAX);
+    let decoder = flate2::read::DeflateDecoder::new(compressed);
+    let inflated = std::io::copy(&mut decoder.take(limit.saturating_add(1)), &mut std::io::sink())?;
+    Ok((inflated <= limit).then(|| usize::try_from(inflated).expect("at most the limit")))
 }
 
 /// Applies the changes `doc` lacks in one call and returns them; nothing is applied on error.
@@ -236,6 +319,24 @@ mod tests {
         let added = doc.get_changes(&first);
         assert_eq!(heads_after(&first, &added), doc.get_heads());
         assert_eq!(heads_after(&[], &doc.get_changes(&[])), doc.get_heads());
+    }
+
+    #[test]
+    fn limits_refuse_deflate_bombs_and_huge_changes() {
+        let mut doc = AutoCommit::new().with_actor(ActorId::from([1u8; 16]));
+        let text = doc.put_object(ROOT, "findings", ObjType::Text).unwrap();
+        doc.splice_text(&text, 0, 0, &"消防".repeat(5_000)).unwrap();
+        doc.commit();
+        let chunk = doc.get_changes(&[])[0].clone().bytes().into_owned();
+        assert!(compressed_body(&chunk).is_some(), "a large change travels compressed");
+        let parse = |max_ops_per_change, max_inflated_bytes| {
+            let limits = UploadLimits { max_ops_per_change, max_inflated_bytes };
+            let mut budget = max_inflated_bytes;
+            parse_changes_within(doc_id(), std::slice::from_ref(&chunk), limits, &mut budget)
+        };
+        assert!(parse(100_000, 1 << 20).is_ok());
+        assert!(matches!(parse(100_000, 4_096), Err(MergeError::InflateLimit { .. })));
+        assert!(matches!(parse(10, 1 << 20), Err(MergeError::TooManyOps { .. })));
     }
 
     #[test]

@@ -90,6 +90,21 @@ impl Device {
         self.cursor = outcome.cursor;
     }
 
+    /// A round whose request reaches the server but whose answer is lost on the way back.
+    fn sync_answer_lost(&mut self, server: &mut MemoryServer) {
+        let round = SyncRound::plan(self.cursor, self.docs.values_mut());
+        server.handle(round.request());
+    }
+
+    /// A round whose request the network delivers twice; the device sees the second answer.
+    fn sync_request_duplicated(&mut self, server: &mut MemoryServer) {
+        let round = SyncRound::plan(self.cursor, self.docs.values_mut());
+        server.handle(round.request());
+        let response = server.handle(round.request());
+        let outcome = round.apply(response, &mut self.docs, &self.actor).expect("apply");
+        self.cursor = outcome.cursor;
+    }
+
     fn doc(&mut self, doc_id: DocumentId) -> &mut DeviceDoc {
         self.docs.get_mut(&doc_id).expect("device holds the document")
     }
@@ -175,6 +190,8 @@ enum Step {
     AddEvidence(usize, u8),
     AppendEvent(usize, String),
     Sync(usize),
+    SyncAnswerLost(usize),
+    SyncDuplicated(usize),
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -188,6 +205,8 @@ fn step() -> impl Strategy<Value = Step> {
         (0..3usize, any::<u8>()).prop_map(|(d, n)| Step::AddEvidence(d, n)),
         (0..3usize, kinds).prop_map(|(d, k)| Step::AppendEvent(d, k)),
         (0..3usize).prop_map(Step::Sync),
+        (0..3usize).prop_map(Step::SyncAnswerLost),
+        (0..3usize).prop_map(Step::SyncDuplicated),
     ]
 }
 
@@ -201,6 +220,8 @@ fn run_step(
     let doc_id = doc_ids[n % doc_ids.len()];
     match step {
         Step::Sync(d) => devices[*d].sync(server),
+        Step::SyncAnswerLost(d) => devices[*d].sync_answer_lost(server),
+        Step::SyncDuplicated(d) => devices[*d].sync_request_duplicated(server),
         Step::Prepend(d, text) | Step::Append(d, text) => {
             let at = if matches!(step, Step::Prepend(..)) {
                 TextEdit::Prepend
@@ -250,9 +271,10 @@ fn run_step(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
-    /// Any edit program on three devices, synced in any order, converges: same heads, same view.
+    /// Any edit program on three devices, synced in any order, with answers lost and requests
+    /// duplicated on the way, converges: same heads, same view, every change stored once.
     #[test]
     fn replicas_converge_whatever_the_order(steps in prop::collection::vec(step(), 1..40)) {
         let mut server = MemoryServer::default();
@@ -275,6 +297,11 @@ proptest! {
                 prop_assert_eq!(&device.doc(*doc_id).view(), &server_view);
                 prop_assert!(!device.doc(*doc_id).has_pending());
             }
+            // The feed holds every change exactly once, however often it was uploaded.
+            let logged: Vec<_> = server.feed.iter().filter(|(id, ..)| id == doc_id).map(|(_, hash, _)| *hash).collect();
+            let unique: HashSet<_> = logged.iter().collect();
+            prop_assert_eq!(logged.len(), unique.len());
+            prop_assert_eq!(logged.len(), server.docs[doc_id].get_changes(&[]).len());
             // Applying every change a second time changes nothing.
             let doc = server.docs.get_mut(doc_id).unwrap();
             let before = doc.get_heads();
