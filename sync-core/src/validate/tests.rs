@@ -99,16 +99,16 @@ fn context() -> RuleContext {
     }
 }
 
-fn codes(record: Record, context: &RuleContext) -> Vec<&'static str> {
+fn codes(record: &Record, context: &RuleContext) -> Vec<&'static str> {
     let mut codes: Vec<_> =
-        findings_with(&record, context).into_iter().map(|finding| finding.code).collect();
+        findings_with(record, context).into_iter().map(|finding| finding.code).collect();
     codes.sort_unstable();
     codes
 }
 
 #[track_caller]
 fn check(record: Record, context: &RuleContext, expected: &[&str]) {
-    assert_eq!(codes(record, context), expected);
+    assert_eq!(codes(&record, context), expected);
 }
 
 fn inspect(record: InspectionRecord) -> Record {
