@@ -106,6 +106,8 @@ fn codes(record: &Record, context: &RuleContext) -> Vec<&'static str> {
     codes
 }
 
+// Taking the record by value lets every call site build it in one expression.
+#[allow(clippy::needless_pass_by_value)]
 #[track_caller]
 fn check(record: Record, context: &RuleContext, expected: &[&str]) {
     assert_eq!(codes(&record, context), expected);
