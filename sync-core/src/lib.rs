@@ -27,6 +27,7 @@ pub mod error;
 pub mod ids;
 pub mod json;
 pub mod merge;
+pub mod numbers;
 pub mod protocol;
 pub mod records;
 pub mod replica;

@@ -10,6 +10,7 @@ use std::collections::HashSet;
 
 use serde::Serialize;
 
+use crate::numbers::NumberBlock;
 use crate::records::{CaseFile, CaseState, Party, Penalty, Record, TransitionIssue};
 use crate::scope::Action;
 
@@ -130,6 +131,10 @@ pub struct RuleContext {
     pub entrustments: Vec<EntrustmentFacts>,
     /// SHA-256 (hex) of the evidence blobs the server holds; `None` where unknown.
     pub blobs_received: Option<HashSet<String>>,
+    /// Number blocks leased in the number spaces the record's documents use.
+    pub number_blocks: Vec<NumberBlock>,
+    /// Rendered document numbers already used by other records.
+    pub numbers_used_elsewhere: HashSet<String>,
     /// Server time, ms.
     pub now_ms: i64,
 }
@@ -156,6 +161,7 @@ pub fn findings_with(record: &Record, context: &RuleContext) -> Vec<Finding> {
     evidence_pending(record, context, &mut out);
     if let Record::Case(case_file) = record {
         hearing_offered(case_file, context, &mut out);
+        document_numbers(case_file, context, &mut out);
         decision_deadline(case_file, context.now_ms, &mut out);
     }
     out
@@ -386,6 +392,45 @@ fn hearing_offered(case_file: &CaseFile, context: &RuleContext, out: &mut Vec<Fi
                 format!("timeline.{index}"),
                 format!("a fine of {} yuan reaches the {threshold} yuan hearing threshold, but the notice offers no hearing", proposed.fine_yuan),
                 format!("罚款{}元达到听证标准{threshold}元，告知书未告知听证权利", proposed.fine_yuan),
+            ));
+        }
+    }
+}
+
+fn document_numbers(case_file: &CaseFile, context: &RuleContext, out: &mut Vec<Finding>) {
+    let mut seen = HashSet::new();
+    for (index, document) in case_file.documents.iter().enumerate() {
+        let path = format!("documents.{index}.number");
+        let used_twice = !seen.insert(document.number.as_str())
+            || context.numbers_used_elsewhere.contains(&document.number);
+        if used_twice {
+            out.push(Finding::new(
+                "number_used_twice",
+                Severity::Error,
+                path.clone(),
+                format!("document number {} is used more than once", document.number),
+                format!("文书编号{}被重复使用", document.number),
+            ));
+        }
+        // Server-allocated numbers (general-procedure decisions) carry no block.
+        if document.block.is_empty() {
+            continue;
+        }
+        let in_block = context.number_blocks.iter().any(|block| {
+            block.id == document.block
+                && block.contains(document.serial)
+                && block.render(document.serial) == document.number
+        });
+        if !in_block {
+            out.push(Finding::new(
+                "number_outside_block",
+                Severity::Error,
+                path,
+                format!(
+                    "document number {} is not inside the device's number block {}",
+                    document.number, document.block
+                ),
+                format!("文书编号{}不在设备领用的号段{}内", document.number, document.block),
             ));
         }
     }

@@ -69,6 +69,10 @@ pub struct IssuedDocument {
     pub number: String,
     /// Document type code.
     pub doc_type: String,
+    /// The number block the number was taken from (empty for server-allocated numbers).
+    pub block: String,
+    /// The serial number within the block's number space.
+    pub serial: i64,
     /// Device time of issue, milliseconds since the Unix epoch.
     pub issued_at: i64,
 }

@@ -2,8 +2,10 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use crate::numbers::NumberBlock;
 use crate::records::{
-    CaseFile, Evidence, InspectionRecord, OfficerPresent, Party, Penalty, Procedure, Record, Site,
+    CaseFile, Evidence, InspectionRecord, IssuedDocument, OfficerPresent, Party, Penalty,
+    Procedure, Record, Site,
 };
 use crate::scope::Action;
 use crate::validate::{
@@ -95,6 +97,18 @@ fn context() -> RuleContext {
             active: true,
         }],
         blobs_received: Some(HashSet::new()),
+        number_blocks: vec![NumberBlock {
+            id: "b-1".to_owned(),
+            name_agency: "d-yingji".to_owned(),
+            agency_code: "应急".to_owned(),
+            doc_type: "onsite_decision".to_owned(),
+            year: 2026,
+            first: 1,
+            last: 20,
+            device: "device-1".to_owned(),
+            template: "{代字}罚〔{年}〕{N}号".to_owned(),
+        }],
+        numbers_used_elsewhere: HashSet::new(),
         now_ms: 20 * DAY,
     }
 }
@@ -270,4 +284,30 @@ fn transitions() {
     concurrent.timeline[2].id = "other".to_owned();
     concurrent.timeline[2].kind = "terminate".to_owned();
     check(case_record(concurrent), &context(), &["conflicting_transitions"]);
+}
+
+fn issued(block: &str, serial: i64, number: &str) -> IssuedDocument {
+    IssuedDocument {
+        number: number.to_owned(),
+        doc_type: "onsite_decision".to_owned(),
+        block: block.to_owned(),
+        serial,
+        issued_at: 0,
+    }
+}
+
+#[test]
+fn document_numbers() {
+    let mut case_file = case(Procedure::Summary);
+    case_file.documents.push(issued("b-1", 3, "应急罚〔2026〕3号"));
+    check(case_record(case_file.clone()), &context(), &[]);
+    let mut elsewhere = context();
+    elsewhere.numbers_used_elsewhere.insert("应急罚〔2026〕3号".to_owned());
+    check(case_record(case_file.clone()), &elsewhere, &["number_used_twice"]);
+    let mut outside = case_file.clone();
+    outside.documents[0] = issued("b-1", 21, "应急罚〔2026〕21号");
+    check(case_record(outside), &context(), &["number_outside_block"]);
+    let mut forged = case_file;
+    forged.documents[0] = issued("b-1", 3, "应急罚〔2026〕4号");
+    check(case_record(forged), &context(), &["number_outside_block"]);
 }
