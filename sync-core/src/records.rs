@@ -141,6 +141,28 @@ pub fn new_document(actor: &ActorId) -> AutoCommit {
     AutoCommit::new_with_encoding(TextEncoding::Utf8CodeUnit).with_actor(actor.clone())
 }
 
+/// Withdraws an evidence item: the item and its bytes stay, and the withdrawal (who, when,
+/// why) becomes part of the record's history. Evidence is never deleted from a record.
+///
+/// # Errors
+/// [`EditError::NoSuchPath`] when the record holds no evidence item with that id, or when it
+/// was already withdrawn.
+pub fn withdraw_evidence(
+    doc: &mut AutoCommit,
+    evidence_id: &str,
+    removal: Removal,
+) -> Result<(), EditError> {
+    let invalid = |err: autosurgeon::HydrateError| EditError::NotARecord(err.to_string());
+    let mut evidence: Vec<Evidence> = hydrate_prop(&*doc, ROOT, "evidence").map_err(invalid)?;
+    let item = evidence
+        .iter_mut()
+        .find(|item| item.id == evidence_id && item.removed.is_none())
+        .ok_or_else(|| EditError::NoSuchPath(format!("evidence {evidence_id}")))?;
+    item.removed = Some(removal);
+    autosurgeon::reconcile_prop(doc, ROOT, "evidence", &evidence)
+        .map_err(|err| EditError::Automerge(err.to_string()))
+}
+
 /// Either record, hydrated.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Record {
@@ -217,5 +239,43 @@ impl Record {
             }
             Self::Case(record) => record.fold().state.as_str().to_owned(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use automerge::{ActorId, ReadDoc};
+
+    use super::*;
+
+    #[test]
+    fn withdrawn_evidence_stays_in_the_record_and_its_history() {
+        let party = Party::default();
+        let mut record =
+            InspectionRecord::new("i".to_owned(), "AJ-001".to_owned(), party, Site::default(), 0);
+        record.evidence.push(Evidence {
+            id: "ev-1".to_owned(),
+            kind: "photo".to_owned(),
+            sha256: "ab".repeat(32),
+            size: 1,
+            media_type: "image/jpeg".to_owned(),
+            captured_at: 0,
+            captured_by: "o-1".to_owned(),
+            note: String::new(),
+            removed: None,
+        });
+        let mut doc = create_document(&ActorId::from([1u8; 16]), &record, 0).unwrap();
+        let before = doc.get_heads();
+        let removal = Removal { at: 5, by: "o-1".to_owned(), reason: "blurred".to_owned() };
+        withdraw_evidence(&mut doc, "ev-1", removal.clone()).unwrap();
+        doc.commit();
+
+        let now: Vec<Evidence> = hydrate_prop(&doc, ROOT, "evidence").unwrap();
+        assert_eq!(now.len(), 1);
+        assert_eq!(now[0].removed, Some(removal.clone()));
+        let (_, list) = doc.get(ROOT, "evidence").unwrap().unwrap();
+        let (_, item) = doc.get_at(&list, 0, &before).unwrap().unwrap();
+        assert!(doc.get_at(&item, "removed", &before).unwrap().unwrap().0.is_null());
+        assert!(withdraw_evidence(&mut doc, "ev-1", removal).is_err(), "withdrawn twice");
     }
 }
