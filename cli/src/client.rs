@@ -5,6 +5,10 @@
 //! so callers branch on codes rather than on status lines, while a server that cannot be
 //! reached is [`ClientError::Transport`]. The client counts the bytes each sync moves
 //! ([`Traffic`]), which `fieldcase sync --json` and `fieldcase bench` report.
+//!
+//! The [`paths`] module spells every API path; [`Client::request_raw`] sends any request with
+//! caller-supplied headers, which is what `crate::auth::Session` builds its authenticated calls
+//! (DPoP proof, access token) on. The client itself adds no credentials.
 
 use std::time::Duration;
 
@@ -82,16 +86,39 @@ pub struct Traffic {
     pub bytes_down: u64,
 }
 
-/// An answer of any status, as [`Client::sync_raw`] returns it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An answer of any status, as [`Client::sync_raw`] and [`Client::request_raw`] return it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RawResponse {
     /// HTTP status.
     pub status: u16,
+    /// The response headers, names in lowercase, in the order received.
+    pub headers: Vec<(String, String)>,
     /// The body, decompressed.
     pub body: Vec<u8>,
 }
 
 impl RawResponse {
+    /// The first value of header `name` (case-insensitive), if present and readable text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(header, _)| header.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// The server's stable error code when the body is a fieldcase JSON error.
+    pub fn error_code(&self) -> Option<String> {
+        serde_json::from_slice::<ErrorBody>(&self.body).ok().map(|body| body.error.code)
+    }
+
+    /// The body of a 2xx answer parsed as JSON; any other status becomes the matching
+    /// [`ClientError`].
+    pub fn into_json(self) -> Result<serde_json::Value, ClientError> {
+        let status = self.status;
+        serde_json::from_slice(&self.into_body()?)
+            .map_err(|error| ClientError::InvalidResponse { status, reason: error.to_string() })
+    }
+
     /// The body of a 2xx answer; any other status becomes the matching [`ClientError`].
     pub fn into_body(self) -> Result<Vec<u8>, ClientError> {
         if (200..300).contains(&self.status) {
@@ -119,6 +146,117 @@ struct ErrorBody {
 struct ErrorDetail {
     code: String,
     message: String,
+}
+
+/// The URL paths of the server's API; nothing outside this module spells one.
+pub mod paths {
+    use std::fmt::Write as _;
+
+    /// `GET`: liveness, public.
+    pub const HEALTH: &str = "/healthz";
+    /// `GET`: a fresh DPoP nonce, public.
+    pub const NONCE: &str = "/v1/nonce";
+    /// `POST`: enrolls a device key with a one-time code.
+    pub const ENROLL: &str = "/v1/enroll";
+    /// `POST`: mints a DPoP-bound access token for an enrolled device key.
+    pub const TOKEN: &str = "/v1/token";
+    /// `POST`: one binary sync round trip.
+    pub const SYNC: &str = "/v1/sync";
+    /// `GET`: the documents visible to the caller.
+    pub const DOCUMENTS: &str = "/v1/docs";
+
+    /// `GET`: the merged view of one document.
+    pub fn document(doc_id: impl std::fmt::Display) -> String {
+        format!("/v1/docs/{doc_id}")
+    }
+
+    /// `GET`: every stored change of one document.
+    pub fn history(doc_id: impl std::fmt::Display) -> String {
+        format!("/v1/docs/{doc_id}/history")
+    }
+
+    /// A collection of the admin registry API.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Registry {
+        /// Agencies: departments, townships, the justice bureau.
+        Agencies,
+        /// Enforcement matters (执法事项).
+        Matters,
+        /// Entrustment agreements and their scope items.
+        Entrustments,
+        /// Officers.
+        Officers,
+        /// Enforcement certificates.
+        Certificates,
+        /// Enrolled devices.
+        Devices,
+        /// One-time enrollment codes.
+        EnrollCodes,
+        /// The registry audit log.
+        Audit,
+    }
+
+    impl Registry {
+        fn segment(self) -> &'static str {
+            match self {
+                Self::Agencies => "agencies",
+                Self::Matters => "matters",
+                Self::Entrustments => "entrustments",
+                Self::Officers => "officers",
+                Self::Certificates => "certificates",
+                Self::Devices => "devices",
+                Self::EnrollCodes => "enroll-codes",
+                Self::Audit => "audit",
+            }
+        }
+    }
+
+    /// A state change of one registry object.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum RegistryAction {
+        /// Suspends an entrustment or a certificate.
+        Suspend,
+        /// Revokes an entrustment, a certificate or a device.
+        Revoke,
+        /// Activates an entrustment.
+        Activate,
+        /// Reinstates a suspended certificate.
+        Reinstate,
+    }
+
+    impl RegistryAction {
+        fn segment(self) -> &'static str {
+            match self {
+                Self::Suspend => "suspend",
+                Self::Revoke => "revoke",
+                Self::Activate => "activate",
+                Self::Reinstate => "reinstate",
+            }
+        }
+    }
+
+    /// `GET` lists, `POST` creates: `/v1/admin/{collection}`.
+    pub fn registry(collection: Registry) -> String {
+        format!("/v1/admin/{}", collection.segment())
+    }
+
+    /// `POST`: `/v1/admin/{collection}/{id}/{action}`, the id percent-encoded.
+    pub fn registry_action(collection: Registry, id: &str, action: RegistryAction) -> String {
+        format!("/v1/admin/{}/{}/{}", collection.segment(), encode_segment(id), action.segment())
+    }
+
+    /// Percent-encodes everything but RFC 3986 unreserved characters.
+    fn encode_segment(text: &str) -> String {
+        let mut encoded = String::with_capacity(text.len());
+        for byte in text.bytes() {
+            if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+                encoded.push(char::from(byte));
+            } else {
+                let _ = write!(encoded, "%{byte:02X}");
+            }
+        }
+        encoded
+    }
 }
 
 /// A client of one fieldcase server. Cloning shares the connection pool.
@@ -153,7 +291,7 @@ impl Client {
     /// Checks that the server is up (`GET /healthz`).
     pub fn health(&self) -> Result<(), ClientError> {
         let response =
-            self.agent.get(self.url("/healthz")).call().map_err(ClientError::Transport)?;
+            self.agent.get(self.url(paths::HEALTH)).call().map_err(ClientError::Transport)?;
         read(response, JSON_RESPONSE_LIMIT)?.0.into_body()?;
         Ok(())
     }
@@ -179,23 +317,71 @@ impl Client {
     /// The merged view of one document (`GET /v1/docs/{id}`), as `fieldcase show --json`
     /// prints it.
     pub fn document(&self, doc_id: DocumentId) -> Result<serde_json::Value, ClientError> {
-        self.get_json(&format!("/v1/docs/{doc_id}"))
+        self.get_json(&paths::document(doc_id))
     }
 
     /// Every stored change of a document, in feed order (`GET /v1/docs/{id}/history`).
     pub fn history(&self, doc_id: DocumentId) -> Result<serde_json::Value, ClientError> {
-        self.get_json(&format!("/v1/docs/{doc_id}/history"))
+        self.get_json(&paths::history(doc_id))
     }
 
     /// The documents the server lists for this client (`GET /v1/docs`).
     pub fn documents(&self) -> Result<serde_json::Value, ClientError> {
-        self.get_json("/v1/docs")
+        self.get_json(paths::DOCUMENTS)
+    }
+
+    /// A fresh DPoP nonce (`GET /v1/nonce`, public).
+    pub fn nonce(&self) -> Result<String, ClientError> {
+        let answer = self.get_json(paths::NONCE)?;
+        answer["nonce"].as_str().map(str::to_owned).ok_or_else(|| ClientError::InvalidResponse {
+            status: 200,
+            reason: "the nonce answer has no \"nonce\" string".to_owned(),
+        })
+    }
+
+    /// Sends any request and returns the answer whatever its status, headers included; the
+    /// caller adds authentication headers.
+    ///
+    /// A `GET`, `HEAD` or `DELETE` with an empty body is sent without one.
+    pub fn request_raw(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Result<RawResponse, ClientError> {
+        Ok(self.request_counted(method, path, headers, body)?.0)
+    }
+
+    /// [`Self::request_raw`], with the response size on the wire.
+    pub(crate) fn request_counted(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Result<(RawResponse, u64), ClientError> {
+        let mut builder = ureq::http::Request::builder().method(method).uri(self.url(path));
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let bodiless = body.is_empty() && matches!(method, "GET" | "HEAD" | "DELETE");
+        let response = if bodiless {
+            let request = builder.body(()).map_err(|error| ClientError::Transport(error.into()))?;
+            self.agent.run(request)
+        } else {
+            let request =
+                builder.body(body).map_err(|error| ClientError::Transport(error.into()))?;
+            self.agent.run(request)
+        }
+        .map_err(ClientError::Transport)?;
+        read(response, SYNC_RESPONSE_LIMIT)
     }
 
     fn post_sync(&self, body: Vec<u8>) -> Result<(RawResponse, u64), ClientError> {
         let response = self
             .agent
-            .post(self.url("/v1/sync"))
+            .post(self.url(paths::SYNC))
             .header("content-type", CONTENT_TYPE)
             .header("accept", CONTENT_TYPE)
             .send(body)
@@ -210,13 +396,11 @@ impl Client {
             .header("accept", "application/json")
             .call()
             .map_err(ClientError::Transport)?;
-        let (raw, _) = read(response, JSON_RESPONSE_LIMIT)?;
-        let status = raw.status;
-        serde_json::from_slice(&raw.into_body()?)
-            .map_err(|error| ClientError::InvalidResponse { status, reason: error.to_string() })
+        read(response, JSON_RESPONSE_LIMIT)?.0.into_json()
     }
 
-    fn url(&self, path: &str) -> String {
+    /// The absolute URL of `path` on this server: the DPoP `htu` of a request to it.
+    pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.server_url)
     }
 }
@@ -224,6 +408,13 @@ impl Client {
 /// Reads a whole response of at most `limit` bytes; returns it with its size on the wire.
 fn read(mut response: Response<ureq::Body>, limit: u64) -> Result<(RawResponse, u64), ClientError> {
     let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .filter_map(|(name, value)| {
+            value.to_str().ok().map(|value| (name.as_str().to_owned(), value.to_owned()))
+        })
+        .collect();
     // ureq hides the declared length of a body it decompresses, so read it from the header.
     let declared_length = response
         .headers()
@@ -241,7 +432,7 @@ fn read(mut response: Response<ureq::Body>, limit: u64) -> Result<(RawResponse, 
             },
         )?;
     let wire_length = declared_length.unwrap_or(body.len() as u64);
-    Ok((RawResponse { status, body }, wire_length))
+    Ok((RawResponse { status, headers, body }, wire_length))
 }
 
 fn preview(body: &[u8]) -> String {
@@ -254,7 +445,7 @@ mod tests {
 
     #[track_caller]
     fn check(status: u16, body: &str, expected_code: Option<&str>) {
-        let raw = RawResponse { status, body: body.as_bytes().to_vec() };
+        let raw = RawResponse { status, body: body.as_bytes().to_vec(), ..RawResponse::default() };
         match (raw.into_body(), expected_code) {
             (Ok(bytes), None) => assert_eq!(bytes, body.as_bytes()),
             (Err(error), Some(code)) => assert_eq!(error.code(), code, "{error}"),
@@ -272,6 +463,28 @@ mod tests {
             Some("out_of_scope"),
         );
         check(502, "<html>bad gateway</html>", Some("invalid_response"));
+    }
+
+    #[test]
+    fn headers_are_found_whatever_their_case() {
+        let raw = RawResponse {
+            status: 401,
+            headers: vec![("dpop-nonce".to_owned(), "n".to_owned())],
+            body: br#"{"error":{"code":"use_dpop_nonce","message":"x"}}"#.to_vec(),
+        };
+        assert_eq!(raw.header("DPoP-Nonce"), Some("n"));
+        assert_eq!(raw.header("www-authenticate"), None);
+        assert_eq!(raw.error_code().as_deref(), Some("use_dpop_nonce"));
+    }
+
+    #[test]
+    fn registry_paths_encode_their_ids() {
+        use crate::client::paths::{Registry, RegistryAction, registry, registry_action};
+        assert_eq!(registry(Registry::EnrollCodes), "/v1/admin/enroll-codes");
+        assert_eq!(
+            registry_action(Registry::Certificates, "C-0001/x y", RegistryAction::Revoke),
+            "/v1/admin/certificates/C-0001%2Fx%20y/revoke"
+        );
     }
 
     #[test]

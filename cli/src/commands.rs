@@ -5,7 +5,9 @@
 //! carries the typed errors of this crate and of sync-core; [`error_code`] reads from that
 //! chain the stable code that `--json` prints, so that commands need not map errors by hand.
 
+pub mod admin;
 pub mod device;
+pub mod enroll;
 
 use std::io;
 use std::path::PathBuf;
@@ -15,6 +17,7 @@ use serde_json::json;
 use sync_core::error::{EditError, ReplicaError};
 use thiserror::Error;
 
+use crate::auth::AuthError;
 use crate::client::ClientError;
 use crate::replica_store::StoreError;
 
@@ -89,6 +92,9 @@ pub fn error_code(error: &anyhow::Error) -> &str {
         }
         if let Some(store_error) = cause.downcast_ref::<StoreError>() {
             return store_error.code();
+        }
+        if let Some(auth_error) = cause.downcast_ref::<AuthError>() {
+            return auth_error.code();
         }
         if cause.is::<EditError>() {
             return "invalid_edit";

@@ -12,9 +12,11 @@ use std::process::ExitCode;
 
 use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
+use cli::commands::admin::{self, AdminCommand};
 use cli::commands::device::{
     self, CaseNewArgs, EditArgs, EventArgs, EvidenceAddArgs, InspectionNewArgs, ShowArgs,
 };
+use cli::commands::enroll::{self, EnrollArgs};
 use cli::commands::{self, Output, Settings};
 use serde_json::json;
 
@@ -23,10 +25,11 @@ use serde_json::json;
 #[derive(Debug, Parser)]
 #[command(name = "fieldcase", version)]
 struct Config {
-    /// Directory of this device's replica (`replica.sqlite`) and evidence blobs.
+    /// Directory of this device's replica (`replica.sqlite`), evidence blobs, device key and
+    /// session.
     #[arg(long, env = "FIELDCASE_HOME", default_value = "./fieldcase-home", global = true)]
     home: PathBuf,
-    /// Base URL of the fieldcase server; only `sync` contacts it.
+    /// Base URL of the fieldcase server; only `enroll`, `sync` and `admin` contact it.
     #[arg(long, env = "FIELDCASE_SERVER", default_value = "http://127.0.0.1:8080", global = true)]
     server: String,
     /// Print one JSON document (DESIGN.md §9), failures included, instead of text.
@@ -45,6 +48,8 @@ struct Config {
 /// 3 when the server could not be reached, so a script knows that retrying later may help.
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Makes this device an officer's device with a one-time enrollment code.
+    Enroll(EnrollArgs),
     /// Inspection records (检查记录).
     #[command(subcommand)]
     Inspection(InspectionCommand),
@@ -62,10 +67,13 @@ enum Command {
     Show(ShowArgs),
     /// Lists the documents on this device.
     List,
-    /// Shows the device's actor, cursor, last sync and what is waiting to sync.
+    /// Shows the device's identity, actor, cursor, last sync and what is waiting to sync.
     Status,
     /// Sends pending changes to the server and receives everyone else's.
     Sync,
+    /// The registry, from an enrolled admin device.
+    #[command(subcommand)]
+    Admin(AdminCommand),
 }
 
 /// `fieldcase inspection ...`.
@@ -113,6 +121,7 @@ fn main() -> ExitCode {
 
 fn dispatch(command: Command, settings: &Settings) -> anyhow::Result<Output> {
     match command {
+        Command::Enroll(args) => enroll::enroll(settings, &args),
         Command::Inspection(InspectionCommand::New(args)) => device::inspection_new(settings, args),
         Command::Case(CaseCommand::New(args)) => device::case_new(settings, args),
         Command::Edit(args) => device::edit(settings, &args),
@@ -122,6 +131,7 @@ fn dispatch(command: Command, settings: &Settings) -> anyhow::Result<Output> {
         Command::List => device::list(settings),
         Command::Status => device::status(settings),
         Command::Sync => device::sync(settings),
+        Command::Admin(command) => admin::admin(settings, command),
     }
 }
 

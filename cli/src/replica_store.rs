@@ -8,6 +8,10 @@
 //! transaction ([`ReplicaStore::commit_round`]): an interrupted sync resumes from the last
 //! acknowledged state and re-sends, harmlessly, whatever was not acknowledged.
 //!
+//! After `fieldcase enroll` the `meta` table also holds the device's identity ([`Enrollment`]),
+//! with the server-allocated actor replacing the random one, and the master data the device
+//! checks its scope against offline.
+//!
 //! One fieldcase process uses a home at a time: [`ReplicaStore::open`] takes an exclusive lock
 //! on `<home>/lock` and holds it until the store is dropped. A sync keeps documents in memory
 //! across its HTTP round trips; without the lock, saving them afterwards would overwrite an
@@ -28,6 +32,7 @@ use sync_core::error::ReplicaError;
 use sync_core::ids::DocumentId;
 use sync_core::records::RecordKind;
 use sync_core::replica::DeviceDoc;
+use sync_core::scope::MasterData;
 use thiserror::Error;
 
 /// The schema, one entry per version; `PRAGMA user_version` counts the entries applied.
@@ -129,6 +134,25 @@ pub struct BlobRef {
     pub size: u64,
 }
 
+/// Who this device is, as the server told it at enrollment.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Enrollment {
+    /// The device id the server allocated.
+    pub device: String,
+    /// The officer the device belongs to.
+    pub officer: String,
+    /// The officer's name.
+    pub officer_name: String,
+    /// `officer`, `supervisor` or `admin`.
+    pub role: String,
+    /// The officer's township, if the officer has one.
+    pub township: Option<String>,
+    /// The Automerge actor the server allocated to this device, 32 hex digits.
+    pub actor: String,
+    /// The server's token key (Ed25519 public JWK with `kid`).
+    pub server_key: serde_json::Value,
+}
+
 /// The open replica of one device home.
 pub struct ReplicaStore {
     // Declared before the lock so that the database closes before the lock is released.
@@ -142,8 +166,9 @@ impl ReplicaStore {
     /// Opens (and on first use creates) the replica under `home`, waiting for any other
     /// fieldcase process using the same home to finish.
     ///
-    /// On first use the device makes its own random Automerge actor id and stores it; every
-    /// later open returns the same actor, so that its changes keep one sequence.
+    /// On first use the device makes its own random Automerge actor id and stores it, until
+    /// enrollment ([`Self::enroll`]) replaces it with the actor the server allocated; every
+    /// later open returns the stored actor, so that its changes keep one sequence.
     pub fn open(home: &Path) -> Result<Self, StoreError> {
         fs::create_dir_all(home).map_err(io_error(home))?;
         let lock_path = home.join("lock");
@@ -175,6 +200,47 @@ impl ReplicaStore {
     /// The device's Automerge actor: every change this device writes carries it.
     pub fn actor(&self) -> &ActorId {
         &self.actor
+    }
+
+    /// The device's identity, once it has enrolled.
+    pub fn enrollment(&self) -> Result<Option<Enrollment>, StoreError> {
+        self.meta_json("enrollment")
+    }
+
+    /// Stores the identity and master data of a new enrollment in one transaction, and makes
+    /// the server-allocated actor the one every later change of this device carries.
+    pub fn enroll(
+        &mut self,
+        enrollment: &Enrollment,
+        master_data: &serde_json::Value,
+        master_data_jwt: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let actor_bytes = hex::decode(&enrollment.actor)
+            .ok()
+            .filter(|bytes| bytes.len() == 16)
+            .ok_or_else(|| StoreError::Corrupt(format!("invalid actor {:?}", enrollment.actor)))?;
+        let tx = self.db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        set_meta(&tx, "enrollment", &json_text(enrollment))?;
+        set_meta(&tx, "actor", &actor_bytes)?;
+        store_master_data(&tx, master_data, master_data_jwt)?;
+        tx.commit()?;
+        self.actor = ActorId::from(actor_bytes);
+        Ok(())
+    }
+
+    /// The master data the device last received; `None` before enrollment or when the server
+    /// sent none.
+    pub fn master_data(&self) -> Result<Option<MasterData>, StoreError> {
+        Ok(self.meta_json::<Option<MasterData>>("master_data")?.flatten())
+    }
+
+    /// Replaces the master data with a newer snapshot from the server.
+    pub fn set_master_data(
+        &self,
+        master_data: &serde_json::Value,
+        master_data_jwt: Option<&str>,
+    ) -> Result<(), StoreError> {
+        store_master_data(&self.db, master_data, master_data_jwt)
     }
 
     /// The home directory.
@@ -338,6 +404,21 @@ impl ReplicaStore {
         DeviceDoc::load(doc_id, bytes, decode_heads(doc_id, heads)?, &self.actor).map_err(corrupt)
     }
 
+    fn meta_json<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        let text: Option<String> = self
+            .db
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |row| row.get(0))
+            .optional()?;
+        text.map(|text| {
+            serde_json::from_str(&text)
+                .map_err(|error| StoreError::Corrupt(format!("stored {key}: {error}")))
+        })
+        .transpose()
+    }
+
     fn meta_int(&self, key: &str) -> Result<Option<i64>, StoreError> {
         Ok(self
             .db
@@ -374,6 +455,34 @@ fn save_doc(db: &Connection, device_doc: &mut DeviceDoc, now_ms: i64) -> Result<
              synced_heads = excluded.synced_heads, dirty = excluded.dirty,
              updated_at = excluded.updated_at",
         params![device_doc.id().as_bytes(), kind, device_doc.save(), heads, dirty, now_ms],
+    )?;
+    Ok(())
+}
+
+fn store_master_data(
+    db: &Connection,
+    master_data: &serde_json::Value,
+    master_data_jwt: Option<&str>,
+) -> Result<(), StoreError> {
+    set_meta(db, "master_data", &master_data.to_string())?;
+    match master_data_jwt {
+        Some(jwt) => set_meta(db, "master_data_jwt", &jwt)?,
+        None => {
+            db.execute("DELETE FROM meta WHERE key = 'master_data_jwt'", [])?;
+        }
+    }
+    Ok(())
+}
+
+fn json_text(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value).expect("stored identity serialises to JSON")
+}
+
+fn set_meta(db: &Connection, key: &str, value: &dyn rusqlite::ToSql) -> Result<(), StoreError> {
+    db.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![key, value],
     )?;
     Ok(())
 }

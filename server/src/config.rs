@@ -16,4 +16,8 @@ pub struct Config {
     /// Directory holding the SQLite database (`fieldcase.sqlite`); created when missing.
     #[arg(long, env = "FIELDCASE_DATA_DIR", default_value = "./fieldcase-data")]
     pub data_dir: PathBuf,
+    /// On a fresh data directory, also seed a demo registry (agencies, matters, an
+    /// entrustment, officers with certificates and enrollment codes) and write `demo.json`.
+    #[arg(long, env = "FIELDCASE_DEMO")]
+    pub demo: bool,
 }

@@ -6,7 +6,8 @@
 //! generic message, so no SQL, path or panic text reaches a client.
 
 use axum::Json;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, JsonRejection};
+use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use rusqlite::ErrorCode;
@@ -14,7 +15,7 @@ use sync_core::error::MergeError;
 use tokio::task::JoinError;
 
 use crate::routes::sync::{MAX_BODY_BYTES, MAX_CHANGES_PER_SYNC};
-use crate::store::StoreError;
+use crate::store::{Refusal, StoreError};
 
 /// Seconds a client should wait before retrying after `busy`.
 const RETRY_AFTER_SECONDS: &str = "1";
@@ -37,6 +38,9 @@ pub enum ApiError {
         /// Changes in the request.
         count: usize,
     },
+    /// A compressed change inflates past the upload's limit (a deflate bomb, B-23).
+    #[error("{0}")]
+    InflateLimit(String),
     /// Changes depend on changes neither stored nor uploaded.
     #[error("{0}")]
     MissingDeps(String),
@@ -64,6 +68,67 @@ pub enum ApiError {
     /// The route exists but not for this method.
     #[error("this endpoint does not accept that method")]
     MethodNotAllowed,
+    /// The DPoP proof is missing, malformed, forged, replayed or for another request.
+    #[error("invalid DPoP proof: {0}")]
+    InvalidDpopProof(String),
+    /// The proof carries no nonce, or one that is expired or not ours; retry with the
+    /// `DPoP-Nonce` of this answer.
+    #[error("the DPoP proof needs a fresh server nonce; retry with the DPoP-Nonce header")]
+    UseDpopNonce,
+    /// The access token is missing or does not verify.
+    #[error("invalid access token: {0}")]
+    InvalidToken(String),
+    /// The access token is past its expiry; mint a new one.
+    #[error("the access token expired")]
+    TokenExpired,
+    /// The certificate changed since the token was minted; mint a new one.
+    #[error("the access token was revoked; mint a new one")]
+    TokenRevoked,
+    /// The device is unknown or revoked.
+    #[error("this device is not enrolled or was revoked")]
+    DeviceRevoked,
+    /// The officer's certificate is revoked.
+    #[error("certificate {0} is revoked")]
+    CertificateRevoked(String),
+    /// The officer's certificate is suspended.
+    #[error("certificate {0} is suspended")]
+    CertificateSuspended(String),
+    /// The officer's certificate is expired, not yet valid, or missing.
+    #[error("certificate {0} is not valid now")]
+    CertificateExpired(String),
+    /// The caller's role may not use this endpoint.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The document is outside the caller's township or scope.
+    #[error("{0}")]
+    OutOfScope(String),
+    /// A new change carries an actor not registered to the uploading device.
+    #[error("{0}")]
+    ForeignActor(String),
+    /// The enrollment code is unknown, used or expired.
+    #[error("the enrollment code is unknown, already used or expired")]
+    InvalidEnrollmentCode,
+    /// The device key is already enrolled.
+    #[error("this device key is already enrolled")]
+    DeviceAlreadyEnrolled,
+    /// An entrustment item grants an action that can never be entrusted.
+    #[error("action {0} can never be entrusted to a township")]
+    NotEntrustable(String),
+    /// A referenced registry object does not exist.
+    #[error("{0}")]
+    UnknownReference(String),
+    /// A registry object with that id already exists.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The JSON body does not parse or lacks a field.
+    #[error("{0}")]
+    MalformedJson(String),
+    /// The object named in the path does not exist, or is not visible to the caller.
+    #[error("{0}")]
+    ObjectNotFound(String),
+    /// The proof replay cache is full of unexpired ids.
+    #[error("the server is busy; retry shortly")]
+    ReplayCacheFull,
     /// SQLite failed; a full disk and a busy database get codes of their own.
     #[error("storage error: {0}")]
     Store(rusqlite::Error),
@@ -78,6 +143,7 @@ impl ApiError {
         match self {
             Self::BodyTooLarge => "body_too_large",
             Self::MalformedChange(_) => "malformed_change",
+            Self::InflateLimit(_) => "inflate_limit",
             Self::BatchTooLarge { .. } => "batch_too_large",
             Self::MissingDeps(_) => "missing_deps",
             Self::DuplicateSeq(_) => "duplicate_seq",
@@ -86,8 +152,27 @@ impl ApiError {
             Self::DuplicateChange(_) => "duplicate_change",
             Self::InvalidDocumentId(_) => "invalid_document_id",
             Self::UnknownDocument(_) => "unknown_document",
-            Self::NotFound => "not_found",
+            Self::NotFound | Self::ObjectNotFound(_) => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
+            Self::InvalidDpopProof(_) => "invalid_dpop_proof",
+            Self::UseDpopNonce => "use_dpop_nonce",
+            Self::InvalidToken(_) => "invalid_token",
+            Self::TokenExpired => "token_expired",
+            Self::TokenRevoked => "token_revoked",
+            Self::DeviceRevoked => "device_revoked",
+            Self::CertificateRevoked(_) => "certificate_revoked",
+            Self::CertificateSuspended(_) => "certificate_suspended",
+            Self::CertificateExpired(_) => "certificate_expired",
+            Self::Forbidden(_) => "forbidden",
+            Self::OutOfScope(_) => "out_of_scope",
+            Self::ForeignActor(_) => "foreign_actor",
+            Self::InvalidEnrollmentCode => "invalid_enrollment_code",
+            Self::DeviceAlreadyEnrolled => "device_already_enrolled",
+            Self::NotEntrustable(_) => "not_entrustable",
+            Self::UnknownReference(_) => "unknown_reference",
+            Self::AlreadyExists(_) => "already_exists",
+            Self::MalformedJson(_) => "malformed_json",
+            Self::ReplayCacheFull => "busy",
             Self::Store(err) => match err.sqlite_error_code() {
                 Some(ErrorCode::DiskFull) => "storage_full",
                 Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => "busy",
@@ -100,14 +185,37 @@ impl ApiError {
     /// The HTTP status that goes with the code.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::MalformedChange(_) | Self::InvalidDocumentId(_) => StatusCode::BAD_REQUEST,
+            Self::BodyTooLarge | Self::InflateLimit(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::MalformedChange(_)
+            | Self::InvalidDocumentId(_)
+            | Self::InvalidEnrollmentCode
+            | Self::MalformedJson(_) => StatusCode::BAD_REQUEST,
+            Self::InvalidDpopProof(_)
+            | Self::UseDpopNonce
+            | Self::InvalidToken(_)
+            | Self::TokenExpired
+            | Self::TokenRevoked
+            | Self::DeviceRevoked => StatusCode::UNAUTHORIZED,
+            Self::CertificateRevoked(_)
+            | Self::CertificateSuspended(_)
+            | Self::CertificateExpired(_)
+            | Self::Forbidden(_)
+            | Self::OutOfScope(_)
+            | Self::ForeignActor(_) => StatusCode::FORBIDDEN,
             Self::MissingDeps(_)
             | Self::DuplicateSeq(_)
             | Self::ForeignRoot(_)
-            | Self::DuplicateChange(_) => StatusCode::CONFLICT,
-            Self::BatchTooLarge { .. } | Self::ChangeRefused(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::UnknownDocument(_) | Self::NotFound => StatusCode::NOT_FOUND,
+            | Self::DuplicateChange(_)
+            | Self::DeviceAlreadyEnrolled
+            | Self::AlreadyExists(_) => StatusCode::CONFLICT,
+            Self::BatchTooLarge { .. }
+            | Self::ChangeRefused(_)
+            | Self::NotEntrustable(_)
+            | Self::UnknownReference(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::UnknownDocument(_) | Self::NotFound | Self::ObjectNotFound(_) => {
+                StatusCode::NOT_FOUND
+            }
+            Self::ReplayCacheFull => StatusCode::SERVICE_UNAVAILABLE,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Store(err) => match err.sqlite_error_code() {
                 Some(ErrorCode::DiskFull) => StatusCode::INSUFFICIENT_STORAGE,
@@ -118,6 +226,18 @@ impl ApiError {
             },
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
+    }
+
+    /// Whether the error is about the caller's credentials (RFC 9449 §7.1): every 401, and the
+    /// certificate states that refuse a valid token.
+    fn is_auth_error(&self) -> bool {
+        self.status() == StatusCode::UNAUTHORIZED
+            || matches!(
+                self,
+                Self::CertificateRevoked(_)
+                    | Self::CertificateSuspended(_)
+                    | Self::CertificateExpired(_)
+            )
     }
 
     /// The message for the client: the error itself, or a generic sentence for server faults.
@@ -153,6 +273,11 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
         }
+        if self.is_auth_error()
+            && let Ok(value) = HeaderValue::from_str(&format!("DPoP error=\"{code}\""))
+        {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+        }
         response
     }
 }
@@ -175,7 +300,10 @@ impl From<MergeError> for ApiError {
             MergeError::MissingDeps { .. } => Self::MissingDeps(message),
             MergeError::DuplicateSeq { .. } => Self::DuplicateSeq(message),
             MergeError::ForeignRoot { .. } => Self::ForeignRoot(message),
-            MergeError::Refused { .. } => Self::ChangeRefused(message),
+            MergeError::Refused { .. } | MergeError::TooManyOps { .. } => {
+                Self::ChangeRefused(message)
+            }
+            MergeError::InflateLimit { .. } => Self::InflateLimit(message),
         }
     }
 }
@@ -187,6 +315,7 @@ impl From<StoreError> for ApiError {
             StoreError::Merge(err) => err.into(),
             StoreError::DuplicateChange { .. } => Self::DuplicateChange(err.to_string()),
             StoreError::Unstorable { .. } => Self::ChangeRefused(err.to_string()),
+            StoreError::Refused(refusal) => refusal.into(),
             other @ (StoreError::Corrupt { .. }
             | StoreError::NewerSchema { .. }
             | StoreError::Pragma { .. }) => Self::Internal(other.into()),
@@ -198,5 +327,41 @@ impl From<JoinError> for ApiError {
     fn from(err: JoinError) -> Self {
         let what = if err.is_panic() { "panicked" } else { "was cancelled" };
         Self::Internal(anyhow::Error::new(err).context(format!("a blocking task {what}")))
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::AlreadyExists(message) => Self::AlreadyExists(message),
+            Refusal::UnknownReference(message) => Self::UnknownReference(message),
+            Refusal::NotFound(message) => Self::ObjectNotFound(message),
+            Refusal::InvalidEnrollmentCode => Self::InvalidEnrollmentCode,
+            Refusal::DeviceAlreadyEnrolled => Self::DeviceAlreadyEnrolled,
+            Refusal::ForeignActor(message) => Self::ForeignActor(message),
+            Refusal::OutOfScope(message) => Self::OutOfScope(message),
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        Self::MalformedJson(format!("the JSON body is not accepted: {}", rejection.body_text()))
+    }
+}
+
+/// A JSON body whose rejection answers `malformed_json` in the API's error shape.
+pub(crate) struct ApiJson<T>(pub(crate) T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let Json(value) = Json::<T>::from_request(request, state).await?;
+        Ok(Self(value))
     }
 }

@@ -16,11 +16,23 @@
 //! Readers (`GET /v1/docs/…`) see the same merged view a device prints with
 //! `fieldcase show --json`. Every error answers `{"error": {"code", "message"}}`
 //! ([`error::ApiError`]).
+//!
+//! # Who may do what
+//!
+//! Every route but health, nonce, enrollment and token minting needs an access token bound to
+//! an enrolled device key and a DPoP proof (`auth`); the registry (`registry`, SQL in
+//! `store::registry`) is read live on every request. Officers see and write the documents of
+//! their township within their entrustment scope; supervisors read everything; admins keep the
+//! registry (`/v1/admin`). A fresh data directory gets an admin and a one-time code
+//! (`bootstrap`).
 
+mod auth;
+pub mod bootstrap;
 pub mod config;
 pub mod error;
 #[cfg(test)]
 mod fixtures;
+mod registry;
 mod routes;
 pub mod state;
 pub mod store;
@@ -30,16 +42,18 @@ mod tests;
 use std::future::Future;
 
 use axum::Router;
+use axum::middleware::map_response_with_state;
 use tokio::net::TcpListener;
 
 use crate::state::AppState;
 
 /// The whole HTTP API with its state attached; unknown paths and wrong methods answer JSON
-/// errors like every other failure.
+/// errors like every other failure, and every response carries a fresh `DPoP-Nonce`.
 pub fn router(state: AppState) -> Router {
     routes::router()
         .fallback(routes::reject_unknown_route)
         .method_not_allowed_fallback(routes::reject_method)
+        .layer(map_response_with_state(state.clone(), auth::add_dpop_nonce))
         .with_state(state)
 }
 

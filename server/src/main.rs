@@ -31,6 +31,9 @@ async fn main() -> anyhow::Result<()> {
     let database = config.data_dir.join(DATABASE_FILE);
     let store = Store::open(&database)
         .with_context(|| format!("opening database {}", database.display()))?;
+    let state = AppState::new(store, &config.data_dir).context("loading the server keys")?;
+    server::bootstrap::prepare(&state, &config.data_dir, config.demo)
+        .context("preparing the registry")?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -40,7 +43,7 @@ async fn main() -> anyhow::Result<()> {
     std::io::stdout().flush().context("flushing stdout")?;
     tracing::info!(%address, database = %database.display(), "serving");
 
-    server::serve(listener, AppState::new(store), shutdown_signal()).await.context("serving")?;
+    server::serve(listener, state, shutdown_signal()).await.context("serving")?;
     tracing::info!("shut down");
     Ok(())
 }

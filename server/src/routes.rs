@@ -1,8 +1,11 @@
 //! The HTTP routes, one module per area, and what every route shares.
 
+mod admin;
 mod documents;
+pub(crate) mod enroll;
 mod health;
 pub(crate) mod sync;
+pub(crate) mod token;
 
 use axum::Router;
 
@@ -11,7 +14,13 @@ use crate::state::AppState;
 
 /// Every route of the API, before the state is attached.
 pub(crate) fn router() -> Router<AppState> {
-    Router::new().merge(health::router()).merge(sync::router()).merge(documents::router())
+    Router::new()
+        .merge(health::router())
+        .merge(token::router())
+        .merge(enroll::router())
+        .merge(sync::router())
+        .merge(documents::router())
+        .merge(admin::router())
 }
 
 /// Answers a path no route matches.

@@ -9,7 +9,9 @@
 
 mod cache;
 mod changes;
+pub(crate) mod devices;
 mod documents;
+pub(crate) mod registry;
 mod schema;
 #[cfg(test)]
 mod tests;
@@ -19,7 +21,7 @@ use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use automerge::{Automerge, Change, ChangeHash};
+use automerge::{ActorId, Automerge, Change, ChangeHash};
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 use sync_core::error::MergeError;
 use sync_core::ids::DocumentId;
@@ -27,7 +29,7 @@ use sync_core::merge::merge_changes;
 
 use crate::store::cache::DocumentCache;
 pub(crate) use crate::store::changes::{Feed, HistoryEntry};
-pub(crate) use crate::store::documents::DocumentSummary;
+pub(crate) use crate::store::documents::{DocumentSummary, StoredScope};
 use crate::store::documents::{DocumentWrite, Projection, Snapshot};
 
 /// The database file inside the data directory.
@@ -84,6 +86,9 @@ pub enum StoreError {
         /// The newest version this build knows.
         supported: i64,
     },
+    /// The request is refused for a reason the client can act on; nothing was written.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
     /// SQLite did not accept a pragma the store depends on.
     #[error("sqlite refused {pragma}: it answered {actual}")]
     Pragma {
@@ -92,6 +97,86 @@ pub enum StoreError {
         /// What SQLite reported instead.
         actual: String,
     },
+}
+
+/// Why the store refused a request the client can correct; each maps to one API error code.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// An object with that id already exists.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// A referenced object does not exist.
+    #[error("{0}")]
+    UnknownReference(String),
+    /// The object named in the path does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The enrollment code is unknown, used or expired.
+    #[error("the enrollment code is unknown, already used or expired")]
+    InvalidEnrollmentCode,
+    /// The device key is already enrolled.
+    #[error("this device key is already enrolled")]
+    DeviceAlreadyEnrolled,
+    /// A new change carries an actor not registered to the uploading device.
+    #[error("{0}")]
+    ForeignActor(String),
+    /// The document is outside the caller's township or scope.
+    #[error("{0}")]
+    OutOfScope(String),
+}
+
+/// Who uploads changes: written on every change row they add.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Attribution {
+    /// The uploading device.
+    pub(crate) device: Option<String>,
+    /// Its officer.
+    pub(crate) officer: Option<String>,
+    /// The officer's certificate at upload time.
+    pub(crate) certificate: Option<String>,
+}
+
+/// The authorization of one upload, checked by the writer before anything is written.
+///
+/// The checks run under the writer lock, so the stored state they read cannot change before
+/// the transaction that follows them.
+pub(crate) trait UploadPolicy {
+    /// Who uploads, recorded on every new change.
+    fn attribution(&self) -> &Attribution;
+    /// May the caller change this existing document? Decided on the document's stored row
+    /// (fixed at its first upload), never on the uploaded content; called before merging.
+    fn check_existing(&self, doc_id: DocumentId, stored: &StoredScope) -> Result<(), Refusal>;
+    /// May the caller create this document? Called with the merged, not yet written, document.
+    fn check_created(&self, doc_id: DocumentId, merged: &Automerge) -> Result<(), Refusal>;
+    /// May the caller upload a change by this actor (a change the server does not hold)?
+    fn check_actor(&self, actor: &ActorId) -> Result<(), Refusal>;
+}
+
+/// Which documents a reader sees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Visibility {
+    /// Every document (supervisors, admins).
+    All,
+    /// Only the documents whose stored township is this one; `None` sees nothing.
+    Township(Option<String>),
+}
+
+impl Visibility {
+    /// Whether a document stored with `township` is visible.
+    pub(crate) fn sees(&self, township: Option<&str>) -> bool {
+        match self {
+            Self::All => true,
+            Self::Township(mine) => mine.is_some() && mine.as_deref() == township,
+        }
+    }
+
+    /// The SQL parameters: (sees everything, township to match).
+    fn sql(&self) -> (bool, Option<&str>) {
+        match self {
+            Self::All => (true, None),
+            Self::Township(township) => (false, township.as_deref()),
+        }
+    }
 }
 
 /// One document's uploaded changes, parsed.
@@ -157,10 +242,15 @@ impl Store {
         &self,
         uploads: Vec<DocumentUpload>,
         received_at: i64,
+        policy: &dyn UploadPolicy,
     ) -> Result<Vec<MergedDocument>, StoreError> {
         let mut writer = lock(&self.writer);
         let mut working: Vec<WorkingDocument> = Vec::with_capacity(uploads.len());
         for upload in uploads {
+            let stored = documents::stored_scope(&writer, upload.doc_id)?;
+            if let Some(stored) = &stored {
+                policy.check_existing(upload.doc_id, stored)?;
+            }
             // The same document twice merges into the copy already taken, never into a second
             // copy loaded from the store (which would lack the first upload's changes).
             let position = match working.iter().position(|item| item.doc_id == upload.doc_id) {
@@ -171,7 +261,7 @@ impl Store {
                         None => documents::load(&writer, upload.doc_id)?
                             .unwrap_or_else(documents::empty_document),
                     };
-                    working.push(WorkingDocument::new(upload.doc_id, doc));
+                    working.push(WorkingDocument::new(upload.doc_id, doc, stored.is_none()));
                     working.len() - 1
                 }
             };
@@ -180,9 +270,20 @@ impl Store {
             item.new_changes.extend(new_changes);
         }
 
+        // Every check before the first write: actors of every new change, then the scope of
+        // every document this upload creates.
+        for item in &working {
+            for change in &item.new_changes {
+                policy.check_actor(change.actor_id())?;
+            }
+            if item.created && !item.new_changes.is_empty() {
+                policy.check_created(item.doc_id, &item.doc)?;
+            }
+        }
+
         let tx = writer.transaction_with_behavior(TransactionBehavior::Immediate)?;
         for item in &mut working {
-            item.write(&tx, received_at)?;
+            item.write(&tx, received_at, policy.attribution())?;
         }
         tx.commit()?;
 
@@ -198,8 +299,10 @@ impl Store {
         cursor: u64,
         skip: &HashSet<ChangeHash>,
         byte_budget: usize,
+        visibility: &Visibility,
     ) -> Result<Feed, StoreError> {
-        self.read(|tx| changes::feed_after(tx, cursor, skip, byte_budget))
+        let (all, township) = visibility.sql();
+        self.read(|tx| changes::feed_after(tx, cursor, skip, byte_budget, all, township))
     }
 
     /// The current state of a document, from the cache or loaded from the store.
@@ -215,9 +318,33 @@ impl Store {
         Ok(Some(self.cache.insert_loaded(doc_id, doc, generation)))
     }
 
-    /// Every document with its projected fields.
-    pub(crate) fn list_documents(&self) -> Result<Vec<DocumentSummary>, StoreError> {
-        self.read(|tx| documents::list(tx))
+    /// Every visible document with its projected fields.
+    pub(crate) fn list_documents(
+        &self,
+        visibility: &Visibility,
+    ) -> Result<Vec<DocumentSummary>, StoreError> {
+        let (all, township) = visibility.sql();
+        self.read(|tx| documents::list(tx, all, township))
+    }
+
+    /// The stored township and matter of a document, or `None` when it is unknown.
+    pub(crate) fn stored_scope(
+        &self,
+        doc_id: DocumentId,
+    ) -> Result<Option<StoredScope>, StoreError> {
+        self.read(|tx| documents::stored_scope(tx, doc_id))
+    }
+
+    /// Runs `write` in one immediate transaction on the writer connection and commits it.
+    pub(crate) fn write<T>(
+        &self,
+        write: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut writer = lock(&self.writer);
+        let tx = writer.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let value = write(&tx)?;
+        tx.commit()?;
+        Ok(value)
     }
 
     /// A document's changes in feed order, or `None` for an unknown document.
@@ -240,7 +367,7 @@ impl Store {
     }
 
     /// Runs `read` in one read transaction on a pooled read-only connection.
-    fn read<T>(
+    pub(crate) fn read<T>(
         &self,
         read: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
@@ -267,22 +394,29 @@ struct WorkingDocument {
     doc_id: DocumentId,
     doc: Automerge,
     new_changes: Vec<Change>,
+    // The document had no row before this merge: this upload creates it.
+    created: bool,
 }
 
 impl WorkingDocument {
-    fn new(doc_id: DocumentId, doc: Automerge) -> Self {
-        Self { doc_id, doc, new_changes: Vec::new() }
+    fn new(doc_id: DocumentId, doc: Automerge, created: bool) -> Self {
+        Self { doc_id, doc, new_changes: Vec::new(), created }
     }
 
     /// Appends the new changes and updates the document's row, inside the caller's transaction.
-    fn write(&mut self, tx: &Transaction<'_>, received_at: i64) -> Result<(), StoreError> {
+    fn write(
+        &mut self,
+        tx: &Transaction<'_>,
+        received_at: i64,
+        attribution: &Attribution,
+    ) -> Result<(), StoreError> {
         if self.new_changes.is_empty() {
             return Ok(());
         }
         let previous_snapshot_seq = documents::snapshot_seq(tx, self.doc_id)?;
         let mut feed_seq = 0;
         for change in &mut self.new_changes {
-            feed_seq = changes::insert(tx, self.doc_id, change, received_at)?;
+            feed_seq = changes::insert(tx, self.doc_id, change, received_at, attribution)?;
         }
         let snapshot_due = match previous_snapshot_seq {
             // A new document gets its first snapshot at once.
@@ -319,11 +453,32 @@ impl WorkingDocument {
     }
 }
 
+/// A policy that allows every upload, for tests of the merge itself.
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct Unchecked(pub(crate) Attribution);
+
+#[cfg(test)]
+impl UploadPolicy for Unchecked {
+    fn attribution(&self) -> &Attribution {
+        &self.0
+    }
+    fn check_existing(&self, _: DocumentId, _: &StoredScope) -> Result<(), Refusal> {
+        Ok(())
+    }
+    fn check_created(&self, _: DocumentId, _: &Automerge) -> Result<(), Refusal> {
+        Ok(())
+    }
+    fn check_actor(&self, _: &ActorId) -> Result<(), Refusal> {
+        Ok(())
+    }
+}
+
 /// Locks a store mutex, recovering it if a panic poisoned it.
 ///
 /// Recovering is sound here: a panic inside a merge unwinds through the open transaction,
 /// which rolls back on drop, and drops the documents it took out of the cache, so neither the
 /// connection nor the cache is left half-updated.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }

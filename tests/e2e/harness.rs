@@ -3,9 +3,19 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::str::FromStr as _;
 
+use automerge::transaction::Transactable as _;
+use automerge::{ActorId, AutoCommit, ChangeHash, ROOT};
+use cli::auth::{DeviceKey, Session};
+use cli::client::{Client, RawResponse};
 use serde_json::Value;
+use sync_core::ids::DocumentId;
+use sync_core::protocol::{CONTENT_TYPE, DocUpload, SyncRequest};
+use sync_core::records::{InspectionRecord, Party, Site, create_document};
 use tempfile::TempDir;
+
+use crate::jose::TestKey;
 
 /// The path of a workspace binary next to the test executable (`target/<profile>/<name>`).
 ///
@@ -23,35 +33,112 @@ pub(crate) fn bin_path(name: &str) -> PathBuf {
     path
 }
 
+/// One demo officer and its one-time enrollment code.
+#[derive(Debug, Clone)]
+pub(crate) struct DemoOfficer {
+    /// Registry id (`o-1`, ...).
+    pub(crate) officer: String,
+    /// The officer's township.
+    pub(crate) township: String,
+    /// The one-time enrollment code.
+    pub(crate) code: String,
+}
+
+/// What `fieldcase-server --demo` seeded, as it wrote it to `<data-dir>/demo.json`.
+#[derive(Debug, Clone)]
+pub(crate) struct Demo {
+    /// Enrollment code of the admin.
+    pub(crate) admin_code: String,
+    /// Enrollment code of the supervisor.
+    pub(crate) supervisor_code: String,
+    /// Three officers: two of `townships[0]`, one of `townships[1]`.
+    pub(crate) officers: Vec<DemoOfficer>,
+    /// A matter entrusted to `townships[0]`.
+    pub(crate) entrusted: String,
+    /// A matter entrusted to no township.
+    pub(crate) not_entrusted: String,
+    /// Township ids.
+    pub(crate) townships: Vec<String>,
+    /// County department ids.
+    #[allow(dead_code)]
+    pub(crate) departments: Vec<String>,
+}
+
+impl Demo {
+    fn parse(json: &Value) -> Self {
+        let text = |value: &Value| value.as_str().expect("demo.json holds strings").to_owned();
+        let list = |value: &Value| {
+            value.as_array().expect("demo.json lists").iter().map(text).collect::<Vec<_>>()
+        };
+        let officers = json["codes"]["officers"]
+            .as_array()
+            .expect("demo officers")
+            .iter()
+            .map(|officer| DemoOfficer {
+                officer: text(&officer["officer"]),
+                township: text(&officer["township"]),
+                code: text(&officer["code"]),
+            })
+            .collect::<Vec<_>>();
+        assert_eq!(officers.len(), 3, "the demo seeds three officers: {json}");
+        Self {
+            admin_code: text(&json["codes"]["admin"]),
+            supervisor_code: text(&json["codes"]["supervisor"]),
+            officers,
+            entrusted: text(&json["matters"]["entrusted"]),
+            not_entrusted: text(&json["matters"]["not_entrusted"]),
+            townships: list(&json["townships"]),
+            departments: list(&json["departments"]),
+        }
+    }
+}
+
 /// A `fieldcase-server` process with a fresh data dir; killed on drop.
 pub(crate) struct TestServer {
-    child: Child,
+    /// `None` while stopped.
+    child: Option<Child>,
     url: String,
     data_dir: TempDir,
+    demo: Option<Demo>,
 }
 
 impl TestServer {
     /// Starts the server on port 0 and waits for its `listening on ADDR` line.
     pub(crate) fn spawn() -> Self {
         let data_dir = tempfile::tempdir().expect("temp data dir");
-        let stderr =
-            if std::env::var_os("TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() };
-        let mut child = Command::new(bin_path("fieldcase-server"))
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir.path())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("start fieldcase-server");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut first_line = String::new();
-        BufReader::new(stdout).read_line(&mut first_line).expect("read the listening line");
-        let address = first_line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {first_line:?}"))
-            .to_owned();
-        Self { child, url: format!("http://{address}"), data_dir }
+        let (child, url) = start(data_dir.path(), false);
+        Self { child: Some(child), url, data_dir, demo: None }
+    }
+
+    /// Starts the server with `--demo` and reads the seeded registry from `demo.json`.
+    pub(crate) fn spawn_demo() -> Self {
+        let data_dir = tempfile::tempdir().expect("temp data dir");
+        let (child, url) = start(data_dir.path(), true);
+        let demo_json = std::fs::read(data_dir.path().join("demo.json"))
+            .expect("--demo writes demo.json before the listening line");
+        let demo = Demo::parse(&serde_json::from_slice(&demo_json).expect("demo.json is JSON"));
+        Self { child: Some(child), url, data_dir, demo: Some(demo) }
+    }
+
+    /// The demo registry; panics for a server started without `--demo`.
+    pub(crate) fn demo(&self) -> &Demo {
+        self.demo.as_ref().expect("a server started with spawn_demo")
+    }
+
+    /// Stops the server; its data dir stays for [`Self::restart`].
+    pub(crate) fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same data dir (on a new port).
+    pub(crate) fn restart(&mut self) {
+        self.stop();
+        let (child, url) = start(self.data_dir.path(), self.demo.is_some());
+        self.child = Some(child);
+        self.url = url;
     }
 
     /// The base URL, `http://127.0.0.1:PORT`.
@@ -60,22 +147,107 @@ impl TestServer {
     }
 
     /// The server's data directory.
-    #[allow(dead_code)]
     pub(crate) fn data_dir(&self) -> &Path {
         self.data_dir.path()
     }
 
     /// A typed client for requests no device command makes.
-    pub(crate) fn client(&self) -> cli::client::Client {
-        cli::client::Client::new(&self.url)
+    pub(crate) fn client(&self) -> Client {
+        Client::new(&self.url)
     }
+
+    /// A fresh device key enrolled with `code`: its session, key and enrollment answer.
+    #[track_caller]
+    pub(crate) fn enroll(&self, code: &str) -> Enrolled {
+        let key = TestKey::generate();
+        let device_key = DeviceKey::from_pkcs8_der(key.pkcs8()).expect("a P-256 PKCS#8 key");
+        let mut session = Session::new(self.client(), device_key);
+        let answer = session.enroll(code, None).expect("enrollment with a fresh code succeeds");
+        Enrolled { session, answer, key, url: self.url.clone() }
+    }
+
+    /// A supervisor session (it reads every document), enrolled with the demo's code.
+    #[track_caller]
+    pub(crate) fn supervisor(&self) -> Session {
+        self.enroll(&self.demo().supervisor_code).session
+    }
+
+    /// An admin session, enrolled with the demo's code.
+    #[track_caller]
+    pub(crate) fn admin(&self) -> Session {
+        self.enroll(&self.demo().admin_code).session
+    }
+}
+
+/// Starts `fieldcase-server` on port 0 in `data_dir`; returns it with its base URL.
+fn start(data_dir: &Path, demo: bool) -> (Child, String) {
+    let stderr =
+        if std::env::var_os("TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() };
+    let mut command = Command::new(bin_path("fieldcase-server"));
+    command.args(["--listen", "127.0.0.1:0", "--data-dir"]).arg(data_dir);
+    if demo {
+        command.arg("--demo");
+    }
+    let mut child =
+        command.stdout(Stdio::piped()).stderr(stderr).spawn().expect("start fieldcase-server");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut first_line = String::new();
+    BufReader::new(stdout).read_line(&mut first_line).expect("read the listening line");
+    let address = first_line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {first_line:?}"))
+        .to_owned();
+    (child, format!("http://{address}"))
 }
 
 impl Drop for TestServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
+}
+
+/// A device key enrolled by the test itself, without the `fieldcase` binary.
+pub(crate) struct Enrolled {
+    /// The authenticated session of the key.
+    pub(crate) session: Session,
+    /// The enrollment answer (`device`, `officer`, `actor`, `server_key`, ...).
+    pub(crate) answer: Value,
+    /// The same key, for hand-made proofs.
+    pub(crate) key: TestKey,
+    url: String,
+}
+
+impl Enrolled {
+    /// The server-allocated actor (32 hex) of the device.
+    pub(crate) fn actor(&self) -> String {
+        actor_of(&self.answer)
+    }
+
+    /// `htu` for `path`: the base URL and the path.
+    pub(crate) fn htu(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    /// A well-formed proof of this key for `htm path`, with a fresh server nonce.
+    pub(crate) fn proof(&self, htm: &str, path: &str, token: Option<&str>) -> String {
+        let nonce = fresh_nonce(&self.session_client());
+        self.key.proof(htm, &self.htu(path), token, Some(&nonce))
+    }
+
+    /// A plain client of the same server.
+    pub(crate) fn session_client(&self) -> Client {
+        Client::new(&self.url)
+    }
+}
+
+/// A fresh nonce from `GET /v1/nonce`.
+#[track_caller]
+pub(crate) fn fresh_nonce(client: &Client) -> String {
+    let response = client.request_raw("GET", "/v1/nonce", &[], Vec::new()).expect("GET /v1/nonce");
+    assert_eq!(response.status, 200);
+    let body: Value = serde_json::from_slice(&response.body).expect("nonce JSON");
+    body["nonce"].as_str().expect("a nonce").to_owned()
 }
 
 /// A field device: the real `fieldcase` binary with its own home directory.
@@ -90,9 +262,34 @@ impl Device {
         Self { home: tempfile::tempdir().expect("temp home"), server: server.url().to_owned() }
     }
 
-    /// The same device (same home, same replica) talking to another server.
+    /// A fresh device enrolled with `code` (`fieldcase enroll --code`), and its enroll answer.
+    #[track_caller]
+    pub(crate) fn enrolled(server: &TestServer, code: &str) -> (Self, Value) {
+        let device = Self::new(server);
+        let answer = device.enroll(code);
+        (device, answer)
+    }
+
+    /// The same device (same home, same replica) talking to the server at its current URL.
     pub(crate) fn pointed_at(self, server: &TestServer) -> Self {
         Self { home: self.home, server: server.url().to_owned() }
+    }
+
+    /// The device's home directory (key, replica, credentials).
+    pub(crate) fn home(&self) -> &Path {
+        self.home.path()
+    }
+
+    /// Enrolls the device with a one-time code; returns `{"device","officer","role","township","actor"}`.
+    #[track_caller]
+    pub(crate) fn enroll(&self, code: &str) -> Value {
+        self.json(&["enroll", "--code", code])
+    }
+
+    /// A session with this device's key and credentials, as the device itself would talk.
+    #[track_caller]
+    pub(crate) fn session(&self) -> Session {
+        Session::open(Client::new(&self.server), self.home()).expect("the device is enrolled")
     }
 
     /// Runs `fieldcase --json ARGS` and returns the raw output.
@@ -120,10 +317,193 @@ impl Device {
             .unwrap_or_else(|err| panic!("{args:?} printed {stdout:?}: {err}"))
     }
 
+    /// Runs a command that must fail and returns the `error.code` it printed.
+    #[track_caller]
+    pub(crate) fn error_code(&self, args: &[&str]) -> String {
+        let output = self.run(args);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(!output.status.success(), "fieldcase {args:?} should fail: {stdout}");
+        let error: Value = serde_json::from_str(&stdout)
+            .unwrap_or_else(|err| panic!("{args:?} printed {stdout:?}: {err}"));
+        error["error"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{args:?} printed no error code: {error}"))
+            .to_owned()
+    }
+
     /// Writes a file into the device's home, as a camera would.
     pub(crate) fn write_file(&self, name: &str, bytes: &[u8]) -> String {
         let path = self.home.path().join(name);
         std::fs::write(&path, bytes).expect("write evidence file");
         path.to_str().expect("utf-8 temp path").to_owned()
     }
+}
+
+/// The number of documents `session` may list (`GET /v1/docs`).
+#[track_caller]
+pub(crate) fn document_count(session: &mut Session) -> usize {
+    session.get_json("/v1/docs").expect("document list").as_array().expect("array").len()
+}
+
+/// The number of stored changes of a document, as `session` reads them.
+#[track_caller]
+pub(crate) fn history_len(session: &mut Session, doc_id: &str) -> usize {
+    session
+        .get_json(&format!("/v1/docs/{doc_id}/history"))
+        .expect("history")
+        .as_array()
+        .expect("array")
+        .len()
+}
+
+/// A record built in the test, as a device with `actor` would create it.
+pub(crate) struct HandMade {
+    /// The document id.
+    pub(crate) id: DocumentId,
+    /// The document, for further edits.
+    pub(crate) doc: AutoCommit,
+}
+
+impl HandMade {
+    /// A new inspection record of `matter` in `township`, written by `actor` (32 hex).
+    pub(crate) fn inspection(actor: &str, township: &str, matter: &str) -> Self {
+        let id = DocumentId::from_bytes(crate::jose::random_bytes::<16>());
+        let party = Party {
+            kind: "legal".to_owned(),
+            name: "张三五金店".to_owned(),
+            id_number: "91330100MA2KXXXX1Q".to_owned(),
+        };
+        let site = Site { name: "镇南路 8 号仓库".to_owned(), ..Site::default() };
+        let now_ms = i64::try_from(crate::jose::now()).expect("seconds fit i64") * 1000;
+        let mut record =
+            InspectionRecord::new(id.to_string(), matter.to_owned(), party, site, now_ms);
+        record.township = township.to_owned();
+        let actor = ActorId::from_str(actor).expect("actor ids are hex");
+        let doc = create_document(&actor, &record, now_ms).expect("create the document");
+        Self { id, doc }
+    }
+
+    /// Sets a field as one more change (same actor).
+    pub(crate) fn set(&mut self, key: &str, value: &str) {
+        self.doc.put(ROOT, key, value).expect("set a field");
+        self.doc.commit();
+    }
+
+    /// Continues the document as another actor would (after receiving it).
+    pub(crate) fn fork_as(&mut self, actor: &str) -> Self {
+        let doc = self.doc.fork().with_actor(ActorId::from_str(actor).expect("hex actor"));
+        Self { id: self.id, doc }
+    }
+
+    /// The current heads.
+    pub(crate) fn heads(&mut self) -> Vec<ChangeHash> {
+        self.doc.get_heads()
+    }
+
+    /// The sync body uploading every change after `base` (empty: the whole document).
+    pub(crate) fn upload(&mut self, base: &[ChangeHash]) -> Vec<u8> {
+        SyncRequest { cursor: 0, docs: vec![self.doc_upload(base)] }.encode()
+    }
+
+    /// This document's part of a sync request: every change after `base`.
+    pub(crate) fn doc_upload(&mut self, base: &[ChangeHash]) -> DocUpload {
+        let changes: Vec<Vec<u8>> = self
+            .doc
+            .get_changes(base)
+            .into_iter()
+            .map(|mut change| change.bytes().into_owned())
+            .collect();
+        DocUpload {
+            doc_id: self.id,
+            base_heads: base.iter().map(|hash| hash.0).collect(),
+            heads: self.heads().iter().map(|hash| hash.0).collect(),
+            changes,
+        }
+    }
+
+    /// The sync body uploading exactly `changes` on top of `base`.
+    pub(crate) fn upload_changes(&mut self, base: &[ChangeHash], changes: Vec<Vec<u8>>) -> Vec<u8> {
+        SyncRequest {
+            cursor: 0,
+            docs: vec![DocUpload {
+                doc_id: self.id,
+                base_heads: base.iter().map(|hash| hash.0).collect(),
+                heads: self.heads().iter().map(|hash| hash.0).collect(),
+                changes,
+            }],
+        }
+        .encode()
+    }
+
+    /// Each change of the document, oldest first, as wire chunks.
+    pub(crate) fn chunks(&mut self) -> Vec<Vec<u8>> {
+        self.doc
+            .get_changes(&[])
+            .into_iter()
+            .map(|mut change| change.bytes().into_owned())
+            .collect()
+    }
+}
+
+/// `POST /v1/sync` through an authenticated session; returns the raw answer.
+#[track_caller]
+pub(crate) fn upload(session: &mut Session, body: Vec<u8>) -> RawResponse {
+    session.send("POST", "/v1/sync", Some(CONTENT_TYPE), body).expect("the server answers")
+}
+
+/// Asserts an error answer: status, `error.code` and a human message.
+#[track_caller]
+pub(crate) fn assert_error(response: &RawResponse, status: u16, code: &str) {
+    let body = String::from_utf8_lossy(&response.body);
+    assert_eq!(response.status, status, "expected {status} {code}, got {body}");
+    let error: Value = serde_json::from_slice(&response.body)
+        .unwrap_or_else(|err| panic!("a JSON error body, got {body:?}: {err}"));
+    assert_eq!(error["error"]["code"], code, "{error}");
+    assert!(error["error"]["message"].as_str().is_some_and(|message| !message.is_empty()));
+}
+
+/// The hex actor of an enrollment answer.
+#[track_caller]
+pub(crate) fn actor_of(enrolled: &Value) -> String {
+    enrolled["actor"].as_str().expect("the enroll answer holds the actor").to_owned()
+}
+
+/// The rows of an admin listing (a JSON array, or an object holding one).
+#[track_caller]
+pub(crate) fn rows(listing: &Value) -> Vec<Value> {
+    match listing {
+        Value::Array(rows) => rows.clone(),
+        Value::Object(fields) => fields
+            .values()
+            .find_map(Value::as_array)
+            .cloned()
+            .unwrap_or_else(|| panic!("no rows in {listing}")),
+        other => panic!("not a listing: {other}"),
+    }
+}
+
+/// The certificate number of `officer`, read through the admin API.
+#[track_caller]
+pub(crate) fn certificate_of(admin: &mut Session, officer: &str) -> String {
+    let listing = admin.get_json("/v1/admin/certificates").expect("certificate list");
+    rows(&listing)
+        .iter()
+        .find(|row| row["officer"] == officer)
+        .and_then(|row| row["cert_no"].as_str())
+        .unwrap_or_else(|| panic!("no certificate of {officer} in {listing}"))
+        .to_owned()
+}
+
+/// `POST /v1/admin/{path}` with an empty JSON object; must succeed.
+#[track_caller]
+pub(crate) fn admin_post(admin: &mut Session, path: &str) -> Value {
+    admin.post_json(&format!("/v1/admin/{path}"), &serde_json::json!({})).unwrap_or_else(|err| {
+        panic!("POST /v1/admin/{path} failed: {err}");
+    })
+}
+
+/// The audit rows, read through the admin API.
+#[track_caller]
+pub(crate) fn audit(admin: &mut Session) -> Vec<Value> {
+    rows(&admin.get_json("/v1/admin/audit").expect("audit list"))
 }

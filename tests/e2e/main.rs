@@ -2,7 +2,10 @@
 //!
 //! Build the binaries first: `cargo build --workspace --bins && cargo test --workspace`.
 
+mod auth;
 mod errors;
 mod harness;
+mod jose;
+mod scope;
 mod sync;
 mod tidy;

@@ -2,20 +2,16 @@
 
 use serde_json::{Value, json};
 
-use sync_core::ids::DocumentId;
+use crate::harness::{Device, TestServer, actor_of};
 
-use crate::harness::{Device, TestServer};
-
-fn doc_id(text: &str) -> DocumentId {
-    DocumentId::parse(text).expect("devices print UUIDs")
-}
-
-fn new_inspection(device: &Device) -> String {
+/// Opens an inspection of the demo's entrusted matter on an enrolled device, with
+/// `other_officer` present besides the device's own officer.
+fn new_inspection(server: &TestServer, device: &Device, other_officer: &str) -> String {
     let created = device.json(&[
         "inspection",
         "new",
         "--matter",
-        "AJ-001",
+        &server.demo().entrusted,
         "--party-name",
         "张三五金店",
         "--party-id",
@@ -23,11 +19,15 @@ fn new_inspection(device: &Device) -> String {
         "--site",
         "镇南路 8 号仓库",
         "--officer",
-        "officer-1",
-        "--officer",
-        "officer-2",
+        other_officer,
     ]);
     created["id"].as_str().expect("new --json prints the id").to_owned()
+}
+
+/// Two devices of the two officers of the demo's first township, enrolled with their codes.
+fn two_enrolled_devices(server: &TestServer) -> ((Device, Value), (Device, Value)) {
+    let officers = &server.demo().officers;
+    (Device::enrolled(server, &officers[0].code), Device::enrolled(server, &officers[1].code))
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -42,10 +42,10 @@ fn sha256_hex(bytes: &[u8]) -> String {
 #[test]
 fn two_devices_offline_edits_merge_without_loss() {
     // Arrange: device A opens an inspection and syncs; device B syncs and receives it.
-    let server = TestServer::spawn();
-    let a = Device::new(&server);
-    let b = Device::new(&server);
-    let doc = new_inspection(&a);
+    let server = TestServer::spawn_demo();
+    let ((a, enrolled_a), (b, enrolled_b)) = two_enrolled_devices(&server);
+    let mut supervisor = server.supervisor();
+    let doc = new_inspection(&server, &a, enrolled_b["officer"].as_str().unwrap());
     a.json(&["edit", &doc, "--append", "findings=现场检查：消防通道被货物堵塞。"]);
     let first = a.json(&["sync"]);
     assert_eq!(first["ok"], true);
@@ -91,7 +91,7 @@ fn two_devices_offline_edits_merge_without_loss() {
     // Assert: one merged record everywhere, nothing lost.
     let view_a = a.json(&["show", &doc]);
     let view_b = b.json(&["show", &doc]);
-    let view_server = server.client().document(doc_id(&doc)).expect("server view");
+    let view_server = supervisor.get_json(&format!("/v1/docs/{doc}")).expect("server view");
     assert_eq!(view_a, view_b);
     assert_eq!(view_a, view_server);
     let record = &view_a["record"];
@@ -127,19 +127,24 @@ fn two_devices_offline_edits_merge_without_loss() {
     values.sort();
     let actor_a = a.json(&["status"])["actor"].as_str().unwrap().to_owned();
     let actor_b = b.json(&["status"])["actor"].as_str().unwrap().to_owned();
+    assert_eq!((&actor_a, &actor_b), (&actor_of(&enrolled_a), &actor_of(&enrolled_b)));
     assert_eq!(values, vec![("东仓库".to_owned(), actor_a), ("西仓库 🏭".to_owned(), actor_b)]);
     assert_eq!(record["site"]["name"], site["values"][0]["value"]);
 }
 
 #[test]
 fn a_resync_with_nothing_changed_moves_nothing() {
-    let server = TestServer::spawn();
-    let a = Device::new(&server);
-    let doc = new_inspection(&a);
+    // Arrange
+    let server = TestServer::spawn_demo();
+    let ((a, _), (_, enrolled_b)) = two_enrolled_devices(&server);
+    let mut supervisor = server.supervisor();
+    let doc = new_inspection(&server, &a, enrolled_b["officer"].as_str().unwrap());
     a.json(&["sync"]);
 
+    // Act
     let again = a.json(&["sync"]);
 
+    // Assert
     assert_eq!(again["requests"], 1);
     assert_eq!(again["uploaded"], 0);
     assert_eq!(again["downloaded"], 0);
@@ -147,27 +152,32 @@ fn a_resync_with_nothing_changed_moves_nothing() {
     assert_eq!(status["pending_documents"], 0);
     assert_eq!(
         a.json(&["show", &doc]),
-        server.client().document(doc_id(&doc)).expect("server view")
+        supervisor.get_json(&format!("/v1/docs/{doc}")).expect("server view")
     );
 }
 
 #[test]
 fn edits_made_while_the_server_is_down_sync_later() {
-    let server = TestServer::spawn();
-    let a = Device::new(&server);
-    let doc = new_inspection(&a);
-    drop(server);
-
+    // Arrange: an enrolled device records offline while its server is down.
+    let mut server = TestServer::spawn_demo();
+    let ((a, _), (_, enrolled_b)) = two_enrolled_devices(&server);
+    let doc = new_inspection(&server, &a, enrolled_b["officer"].as_str().unwrap());
+    server.stop();
     let failed = a.run(&["sync"]);
     assert!(!failed.status.success());
     let error: Value = serde_json::from_slice(&failed.stdout).expect("error JSON on stdout");
-    assert!(error["error"]["code"].is_string());
+    assert_eq!(error["error"]["code"], "server_unreachable");
 
-    let server = TestServer::spawn();
+    // Act: the same server (same data dir, same registry) comes back on another port.
+    server.restart();
     let a = a.pointed_at(&server);
-    assert_eq!(a.json(&["sync"])["uploaded"], 1);
+    let synced = a.json(&["sync"]);
+
+    // Assert
+    assert_eq!(synced["uploaded"], 1);
+    let mut supervisor = server.supervisor();
     assert_eq!(
         a.json(&["show", &doc]),
-        server.client().document(doc_id(&doc)).expect("server view")
+        supervisor.get_json(&format!("/v1/docs/{doc}")).expect("server view")
     );
 }

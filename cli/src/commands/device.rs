@@ -6,8 +6,10 @@
 //! commits exactly one Automerge change, stamped with the device time, and stores the document
 //! before it reports success; an edit that fails stores nothing.
 //!
-//! Until devices enroll (DESIGN.md §7), the device writes with the random actor its replica
-//! made on first use.
+//! A device must enroll (`fieldcase enroll`) before it opens records: every change it writes
+//! carries the actor the server allocated to it, every new record is checked offline against
+//! the master data (scope, certificate, entrustment) and takes its township from it, and `sync`
+//! authenticates every call with the device key ([`Session`]).
 
 #[cfg(test)]
 mod tests;
@@ -33,11 +35,13 @@ use sync_core::records::{
     Site, TransitionIssue, create_document,
 };
 use sync_core::replica::{DeviceDoc, SyncRound};
+use sync_core::scope::{Action, MasterData};
 use sync_core::view::DocumentView;
 
+use crate::auth::Session;
 use crate::client::Client;
 use crate::commands::{CommandError, Output, Settings};
-use crate::replica_store::ReplicaStore;
+use crate::replica_store::{Enrollment, ReplicaStore};
 
 /// The kind of a party (当事人), as the record stores it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -102,9 +106,6 @@ pub struct PartyArgs {
     /// Kind of party.
     #[arg(long, value_enum, default_value_t = PartyKind::Natural)]
     pub party_kind: PartyKind,
-    /// The handling township.
-    #[arg(long)]
-    pub township: Option<String>,
 }
 
 /// `fieldcase inspection new`.
@@ -119,8 +120,9 @@ pub struct InspectionNewArgs {
     /// Street address of the site.
     #[arg(long)]
     pub address: Option<String>,
-    /// An officer present; repeat for each (at least two must be present by law).
-    #[arg(long = "officer", required = true, value_parser = OfficerId::parse)]
+    /// Another officer present, besides the enrolled one; repeat for each (at least two must
+    /// be present by law).
+    #[arg(long = "officer", value_parser = OfficerId::parse)]
     pub officers: Vec<OfficerId>,
 }
 
@@ -136,7 +138,7 @@ pub struct CaseNewArgs {
     /// The inspection record the case comes from.
     #[arg(long, value_parser = DocumentId::parse)]
     pub from_inspection: Option<DocumentId>,
-    /// An officer handling the case; repeat for each.
+    /// Another officer handling the case, besides the enrolled one; repeat for each.
     #[arg(long = "officer", value_parser = OfficerId::parse)]
     pub officers: Vec<OfficerId>,
 }
@@ -237,23 +239,37 @@ pub struct Rejection {
 }
 
 /// Opens a new inspection record and stores it; nothing of it is on the server yet.
+///
+/// The device must be enrolled and its master data must allow `inspect` on the matter now;
+/// a refusal stores nothing.
 pub fn inspection_new(settings: &Settings, args: InspectionNewArgs) -> Result<Output> {
     let store = open_store(settings)?;
     let now = now_ms();
+    let (enrollment, master_data) =
+        require_scope(&store, &args.party.matter, Action::Inspect, now)?;
     let doc_id = new_document_id();
     let site = Site { name: args.site, address: args.address.unwrap_or_default(), gnss: None };
     let matter = args.party.matter.clone();
     let mut record =
         InspectionRecord::new(doc_id.to_string(), matter, party(&args.party), site, now);
-    record.township = args.party.township.unwrap_or_default();
-    record.officers = officers_present(args.officers);
+    record.township.clone_from(&master_data.township);
+    record.officers = officers_present(&enrollment, &master_data, args.officers);
     let doc = create_document(store.actor(), &record, now).context("creating the document")?;
     store_new_document(&store, doc_id, doc, now)
 }
 
 /// Opens a new case file and stores it.
+///
+/// The device must be enrolled and its master data must allow the procedure's penalty
+/// (`summary_penalty` or `general_penalty`) on the matter now; a refusal stores nothing.
 pub fn case_new(settings: &Settings, args: CaseNewArgs) -> Result<Output> {
     let store = open_store(settings)?;
+    let now = now_ms();
+    let action = match args.procedure {
+        ProcedureArg::Summary => Action::SummaryPenalty,
+        ProcedureArg::General => Action::GeneralPenalty,
+    };
+    let (enrollment, master_data) = require_scope(&store, &args.party.matter, action, now)?;
     if let Some(inspection_id) = args.from_inspection {
         // The device may not hold the inspection (another device made it); when it does, the
         // link must point at an inspection.
@@ -266,7 +282,6 @@ pub fn case_new(settings: &Settings, args: CaseNewArgs) -> Result<Output> {
             ));
         }
     }
-    let now = now_ms();
     let doc_id = new_document_id();
     let procedure = match args.procedure {
         ProcedureArg::Summary => Procedure::Summary,
@@ -274,8 +289,8 @@ pub fn case_new(settings: &Settings, args: CaseNewArgs) -> Result<Output> {
     };
     let matter = args.party.matter.clone();
     let mut case_file = CaseFile::new(doc_id.to_string(), procedure, matter, party(&args.party));
-    case_file.township = args.party.township.unwrap_or_default();
-    case_file.officers = officers_present(args.officers);
+    case_file.township.clone_from(&master_data.township);
+    case_file.officers = officers_present(&enrollment, &master_data, args.officers);
     case_file.inspections = args.from_inspection.iter().map(ToString::to_string).collect();
     let doc = create_document(store.actor(), &case_file, now).context("creating the document")?;
     store_new_document(&store, doc_id, doc, now)
@@ -467,6 +482,10 @@ pub fn status(settings: &Settings) -> Result<Output> {
     #[derive(Serialize)]
     struct Status {
         actor: String,
+        device: Option<String>,
+        officer: Option<String>,
+        role: Option<String>,
+        township: Option<String>,
         cursor: u64,
         last_sync: Option<i64>,
         documents: u64,
@@ -478,8 +497,13 @@ pub fn status(settings: &Settings) -> Result<Output> {
 
     let store = open_store(settings)?;
     let counts = store.counts()?;
+    let enrollment = store.enrollment()?;
     let status = Status {
         actor: store.actor().to_hex_string(),
+        device: enrollment.as_ref().map(|enrollment| enrollment.device.clone()),
+        officer: enrollment.as_ref().map(|enrollment| enrollment.officer.clone()),
+        role: enrollment.as_ref().map(|enrollment| enrollment.role.clone()),
+        township: enrollment.and_then(|enrollment| enrollment.township),
         cursor: store.cursor()?,
         last_sync: store.last_sync()?,
         documents: counts.documents,
@@ -489,8 +513,15 @@ pub fn status(settings: &Settings) -> Result<Output> {
         home: store.home().display().to_string(),
     };
     let last_sync = status.last_sync.map_or_else(|| "never".to_owned(), format_time);
+    let identity = match (&status.device, &status.officer, &status.role) {
+        (Some(device), Some(officer), Some(role)) => format!(
+            "device     {device}\nofficer    {officer} ({role}, township {})\n",
+            status.township.as_deref().unwrap_or("none")
+        ),
+        _ => "device     not enrolled\n".to_owned(),
+    };
     let text = format!(
-        "actor      {}\nserver     {}\nhome       {}\ncursor     {}\nlast sync  {last_sync}\n\
+        "{identity}actor      {}\nserver     {}\nhome       {}\ncursor     {}\nlast sync  {last_sync}\n\
          documents  {} ({} with changes to sync)\nblobs      {} waiting for upload",
         status.actor,
         status.server,
@@ -504,9 +535,15 @@ pub fn status(settings: &Settings) -> Result<Output> {
 }
 
 /// Syncs with the server until it has nothing more to send; shows a spinner on a terminal.
+///
+/// Every call is authenticated with the device key; the master data of each new access
+/// token replaces the stored one, even when the sync then fails.
 pub fn sync(settings: &Settings) -> Result<Output> {
     let mut store = open_store(settings)?;
+    require_enrollment(&store)?;
     let client = Client::new(&settings.server);
+    let mut session =
+        Session::open(client.clone(), &settings.home).context("opening the device session")?;
     let progress = if !settings.json && io::stderr().is_terminal() {
         let spinner = ProgressBar::new_spinner();
         spinner.set_message(format!("syncing with {}", client.server_url()));
@@ -515,14 +552,21 @@ pub fn sync(settings: &Settings) -> Result<Output> {
     } else {
         ProgressBar::hidden()
     };
-    let result = sync_replica(&mut store, &client, |report| {
+    let result = sync_replica(&mut store, &mut session, |report| {
         progress.set_message(format!(
             "syncing: {} requests, {} changes up, {} down",
             report.requests, report.uploaded, report.downloaded
         ));
     });
     progress.finish_and_clear();
+    let stored = session.master_data().map_or(Ok(()), |update| {
+        store
+            .set_master_data(&update.data, update.jwt.as_deref())
+            .context("storing the new master data")
+    });
+    // A failed sync reports its own failure first.
     let report = result?;
+    stored?;
 
     let mut text = format!(
         "synced with {}: {} changes up, {} down in {} request(s) ({} bytes up, {} down); cursor {}",
@@ -556,7 +600,7 @@ pub fn sync(settings: &Settings) -> Result<Output> {
 /// stored before the failure stay stored.
 pub fn sync_replica(
     store: &mut ReplicaStore,
-    client: &Client,
+    session: &mut Session,
     mut on_round: impl FnMut(&SyncReport),
 ) -> Result<SyncReport> {
     let actor = store.actor().clone();
@@ -570,9 +614,9 @@ pub fn sync_replica(
             .map(|device_doc| (device_doc.id(), device_doc))
             .collect();
         let round = SyncRound::plan(report.cursor, docs.values_mut());
-        let (response, traffic) = client
+        let (response, traffic) = session
             .sync(round.request())
-            .with_context(|| format!("syncing with {}", client.server_url()))?;
+            .with_context(|| format!("syncing with {}", session.client().server_url()))?;
         report.requests += 1;
         report.bytes_up += traffic.bytes_up;
         report.bytes_down += traffic.bytes_down;
@@ -615,9 +659,38 @@ pub fn sync_replica(
     Ok(report)
 }
 
-fn open_store(settings: &Settings) -> Result<ReplicaStore> {
+/// Opens the replica under `--home`.
+pub(crate) fn open_store(settings: &Settings) -> Result<ReplicaStore> {
     ReplicaStore::open(&settings.home)
         .with_context(|| format!("opening the device replica in {}", settings.home.display()))
+}
+
+/// The device's identity; `not_enrolled` when it has none.
+pub(crate) fn require_enrollment(store: &ReplicaStore) -> Result<Enrollment> {
+    store.enrollment()?.ok_or_else(|| {
+        CommandError::new(
+            "not_enrolled",
+            "this device is not enrolled; run fieldcase enroll --code CODE first",
+        )
+        .into()
+    })
+}
+
+/// Checks offline that the enrolled officer may take `action` on `matter` now.
+fn require_scope(
+    store: &ReplicaStore,
+    matter: &str,
+    action: Action,
+    now: i64,
+) -> Result<(Enrollment, MasterData)> {
+    let enrollment = require_enrollment(store)?;
+    let master_data = store.master_data()?.ok_or_else(|| {
+        CommandError::new("master_data_stale", "the device holds no master data; sync first")
+    })?;
+    if let Err(refusal) = master_data.check(matter, action, now) {
+        bail!(CommandError::new(refusal.code(), refusal.to_string()));
+    }
+    Ok((enrollment, master_data))
 }
 
 fn store_new_document(
@@ -639,11 +712,23 @@ fn party(args: &PartyArgs) -> Party {
     }
 }
 
-fn officers_present(officers: Vec<OfficerId>) -> Vec<OfficerPresent> {
-    officers
-        .into_iter()
-        .map(|officer| OfficerPresent { officer: officer.to_string(), cert_no: String::new() })
-        .collect()
+/// The enrolled officer (with the certificate number the master data holds), then every
+/// other officer given, each once.
+fn officers_present(
+    enrollment: &Enrollment,
+    master_data: &MasterData,
+    others: Vec<OfficerId>,
+) -> Vec<OfficerPresent> {
+    let cert_no =
+        master_data.certificate.as_ref().map(|cert| cert.cert_no.clone()).unwrap_or_default();
+    let mut present = vec![OfficerPresent { officer: enrollment.officer.clone(), cert_no }];
+    for officer in others {
+        let officer = officer.to_string();
+        if present.iter().all(|known| known.officer != officer) {
+            present.push(OfficerPresent { officer, cert_no: String::new() });
+        }
+    }
+    present
 }
 
 /// A fresh random document id (UUID v4).

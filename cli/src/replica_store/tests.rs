@@ -152,3 +152,33 @@ fn imported_blobs_are_named_by_their_hash_and_pending() {
         Err(StoreError::Io { .. })
     ));
 }
+
+#[test]
+fn enrollment_replaces_the_actor_and_stores_identity_and_master_data() {
+    let home = tempfile::tempdir().unwrap();
+    let mut store = ReplicaStore::open(home.path()).unwrap();
+    assert_eq!(store.enrollment().unwrap(), None);
+    assert_eq!(store.master_data().unwrap(), None);
+    let enrollment = Enrollment {
+        device: "dev-1".to_owned(),
+        officer: "o-1".to_owned(),
+        officer_name: "李明".to_owned(),
+        role: "officer".to_owned(),
+        township: Some("t-1".to_owned()),
+        actor: "0123456789abcdef0123456789abcdef".to_owned(),
+        server_key: serde_json::json!({"kty": "OKP"}),
+    };
+    let master_data = crate::test_server::master_data("o-1", true);
+
+    store.enroll(&enrollment, &master_data, Some("a.b.c")).unwrap();
+    let mut device_doc = inspection(&store, 1);
+    store.save(&mut device_doc, 1).unwrap();
+    drop(store);
+
+    let store = ReplicaStore::open(home.path()).unwrap();
+    assert_eq!(store.actor().to_hex_string(), enrollment.actor);
+    assert_eq!(store.enrollment().unwrap(), Some(enrollment));
+    assert_eq!(store.master_data().unwrap().unwrap().township, "t-1");
+    let mut loaded = store.load(device_doc.id()).unwrap();
+    assert!(loaded.pending().iter().all(|change| change.actor_id() == store.actor()));
+}

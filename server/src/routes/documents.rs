@@ -9,10 +9,11 @@ use serde::Serialize;
 use sync_core::ids::DocumentId;
 use sync_core::view::DocumentView;
 
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::routes::run_blocking;
 use crate::state::AppState;
-use crate::store::{DocumentSummary, HistoryEntry};
+use crate::store::{DocumentSummary, HistoryEntry, Store, Visibility};
 
 /// The document routes.
 pub(crate) fn router() -> Router<AppState> {
@@ -57,6 +58,8 @@ struct HistoryItem {
     seq: i64,
     deps: Vec<String>,
     device: Option<String>,
+    officer: Option<String>,
+    certificate: Option<String>,
     received_at: i64,
     device_time: Option<i64>,
     message: Option<String>,
@@ -71,6 +74,8 @@ impl From<HistoryEntry> for HistoryItem {
             seq: entry.seq,
             deps: entry.deps.iter().map(ToString::to_string).collect(),
             device: entry.device,
+            officer: entry.officer,
+            certificate: entry.certificate,
             received_at: entry.received_at,
             device_time: entry.device_time,
             message: entry.message,
@@ -78,23 +83,29 @@ impl From<HistoryEntry> for HistoryItem {
     }
 }
 
-/// Lists every document with its projected fields, the most recently changed first.
+/// Lists every document the caller sees with its projected fields, the most recently changed
+/// first.
 async fn list_documents(
     State(state): State<AppState>,
+    caller: Caller,
 ) -> Result<Json<Vec<DocumentListItem>>, ApiError> {
     let store = state.store().clone();
-    let summaries = run_blocking(move || Ok(store.list_documents()?)).await?;
+    let visibility = caller.visibility();
+    let summaries = run_blocking(move || Ok(store.list_documents(&visibility)?)).await?;
     Ok(Json(summaries.into_iter().map(DocumentListItem::from).collect()))
 }
 
 /// The merged view of one document.
 async fn get_document(
     State(state): State<AppState>,
+    caller: Caller,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<DocumentView>, ApiError> {
     let doc_id = parse_document_id(id)?;
     let store = state.store().clone();
+    let visibility = caller.visibility();
     let view = run_blocking(move || {
+        require_visible(&store, &visibility, doc_id)?;
         let doc =
             store.document(doc_id)?.ok_or_else(|| ApiError::UnknownDocument(doc_id.to_string()))?;
         Ok(DocumentView::build(doc_id, &doc.get_heads(), &*doc))
@@ -106,11 +117,14 @@ async fn get_document(
 /// Every change of one document in feed order: who wrote what, and when it arrived.
 async fn get_history(
     State(state): State<AppState>,
+    caller: Caller,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Vec<HistoryItem>>, ApiError> {
     let doc_id = parse_document_id(id)?;
     let store = state.store().clone();
+    let visibility = caller.visibility();
     let history = run_blocking(move || {
+        require_visible(&store, &visibility, doc_id)?;
         store.history(doc_id)?.ok_or_else(|| ApiError::UnknownDocument(doc_id.to_string()))
     })
     .await?;
@@ -120,4 +134,18 @@ async fn get_history(
 fn parse_document_id(id: Result<Path<String>, PathRejection>) -> Result<DocumentId, ApiError> {
     let Path(text) = id.map_err(|rejection| ApiError::InvalidDocumentId(rejection.body_text()))?;
     DocumentId::parse(&text).map_err(|_| ApiError::InvalidDocumentId(text))
+}
+
+/// Refuses a document the caller may not see as `not_found`, and an unknown one as
+/// `unknown_document`.
+fn require_visible(
+    store: &Store,
+    visibility: &Visibility,
+    doc_id: DocumentId,
+) -> Result<(), ApiError> {
+    match store.stored_scope(doc_id)? {
+        None => Err(ApiError::UnknownDocument(doc_id.to_string())),
+        Some(stored) if visibility.sees(stored.township.as_deref()) => Ok(()),
+        Some(_) => Err(ApiError::ObjectNotFound(format!("document {doc_id} is not found"))),
+    }
 }

@@ -4,10 +4,17 @@
 //! The request is all or nothing: every change of every document is parsed strictly and
 //! merged, and only then written in one transaction; any failure answers an error and stores
 //! nothing. The answer lists, per uploaded document, the server's heads, and every change
-//! after the device's cursor except those it just uploaded.
+//! after the device's cursor except those it just uploaded, of the documents the caller sees.
+//!
+//! Authorization (docs/identity.md), all before anything is written: only officers upload;
+//! an existing document is judged by its stored township and matter, never by the uploaded
+//! content (B-35); a new document by its merged content, whose township must be the
+//! officer's and whose matter an active entrustment and the certificate's sectors must cover;
+//! every new change must carry an actor registered to the uploading device (B-28).
 
 use std::collections::HashSet;
 
+use automerge::{ActorId, Automerge};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -15,13 +22,21 @@ use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use sync_core::ids::DocumentId;
 use sync_core::merge::parse_changes;
 use sync_core::protocol::{CONTENT_TYPE, DocOutcome, DocResult, SyncRequest, SyncResponse};
+use sync_core::records::Procedure;
+use sync_core::records::Record;
+use sync_core::scope::{Action, ScopeItem};
 
+use crate::auth::{Caller, now_millis};
 use crate::error::ApiError;
+use crate::registry::Role;
 use crate::routes::run_blocking;
 use crate::state::AppState;
-use crate::store::{DocumentUpload, Store};
+use crate::store::{
+    Attribution, DocumentUpload, Refusal, Store, StoredScope, UploadPolicy, devices, registry,
+};
 
 /// 8 MiB: the largest sync body accepted, checked before any parsing (SECURITY.md B-25).
 pub(crate) const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
@@ -42,6 +57,7 @@ pub(crate) fn router() -> Router<AppState> {
 /// Merges the uploaded changes and answers with the feed after the device's cursor.
 async fn upload_changes(
     State(state): State<AppState>,
+    caller: Caller,
     request: Request,
 ) -> Result<Response, ApiError> {
     // Refuse from the declared length alone, before reading a byte of the body (B-25).
@@ -58,12 +74,17 @@ async fn upload_changes(
         .map_err(|rejection: BytesRejection| ApiError::from(rejection))?;
     let received_at = chrono::Utc::now().timestamp_millis();
     let store = state.store().clone();
-    let response = run_blocking(move || sync(&store, &body, received_at)).await?;
+    let response = run_blocking(move || sync(&store, &caller, &body, received_at)).await?;
     Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], response.encode()).into_response())
 }
 
 /// Decodes, checks and merges one request, then reads the feed; runs on a blocking thread.
-fn sync(store: &Store, body: &[u8], received_at: i64) -> Result<SyncResponse, ApiError> {
+fn sync(
+    store: &Store,
+    caller: &Caller,
+    body: &[u8],
+    received_at: i64,
+) -> Result<SyncResponse, ApiError> {
     let request = SyncRequest::decode(body).map_err(|err| {
         ApiError::MalformedChange(format!("the body is not a valid sync message: {err}"))
     })?;
@@ -86,9 +107,28 @@ fn sync(store: &Store, body: &[u8], received_at: i64) -> Result<SyncResponse, Ap
         uploads.push(DocumentUpload { doc_id: doc_upload.doc_id, changes });
     }
 
-    let merged = store.merge_uploads(uploads, received_at)?;
-    let feed = store.feed_after(request.cursor, &uploaded, MAX_RESPONSE_CHANGE_BYTES)?;
+    let merged = if uploaded.is_empty() {
+        Vec::new()
+    } else {
+        if caller.role != Role::Officer {
+            return Err(ApiError::Forbidden(format!(
+                "role {} reads documents but uploads no changes",
+                caller.role.as_str()
+            )));
+        }
+        let policy = SyncPolicy::load(store, caller, received_at)?;
+        store.merge_uploads(uploads, received_at, &policy)?
+    };
+    let feed = store.feed_after(
+        request.cursor,
+        &uploaded,
+        MAX_RESPONSE_CHANGE_BYTES,
+        &caller.visibility(),
+    )?;
     tracing::debug!(
+        officer = %caller.officer,
+        device = %caller.device,
+        cert_rev = caller.cert_rev,
         documents = merged.len(),
         stored = merged.iter().map(|doc| doc.stored).sum::<usize>(),
         sent = feed.updates.iter().map(|update| update.changes.len()).sum::<usize>(),
@@ -113,4 +153,127 @@ fn sync(store: &Store, body: &[u8], received_at: i64) -> Result<SyncResponse, Ap
         updates: feed.updates,
         evict: Vec::new(),
     })
+}
+
+/// What an officer's upload may touch, read from the registry just before the merge.
+struct SyncPolicy {
+    attribution: Attribution,
+    township: Option<String>,
+    scope: Vec<ScopeItem>,
+    sectors: Vec<String>,
+    actors: HashSet<Vec<u8>>,
+    now_ms: i64,
+}
+
+impl SyncPolicy {
+    fn load(store: &Store, caller: &Caller, now_ms: i64) -> Result<Self, ApiError> {
+        let (actors, scope) = store.read(|tx| {
+            let actors = devices::device_actors(tx, &caller.device)?;
+            let scope = match &caller.township {
+                Some(township) => registry::scope_items(tx, township, now_ms)?,
+                None => Vec::new(),
+            };
+            Ok((actors, scope))
+        })?;
+        let certificate = caller.certificate.as_ref();
+        Ok(Self {
+            attribution: Attribution {
+                device: Some(caller.device.clone()),
+                officer: Some(caller.officer.clone()),
+                certificate: certificate.map(|certificate| certificate.cert_no.clone()),
+            },
+            township: caller.township.clone(),
+            scope,
+            sectors: certificate.map(|certificate| certificate.sectors.clone()).unwrap_or_default(),
+            actors: actors.into_iter().collect(),
+            now_ms: now_millis().max(now_ms),
+        })
+    }
+
+    /// Whether an active entrustment item of the township allows one of `actions` on the
+    /// matter, in a sector the certificate covers.
+    fn covers(&self, matter: &str, actions: &[Action]) -> bool {
+        self.scope.iter().any(|item| {
+            item.matter == matter
+                && item.valid_from <= self.now_ms
+                && self.now_ms <= item.valid_to
+                && self.sectors.contains(&item.sector)
+                && item.actions.iter().any(|action| actions.contains(action))
+        })
+    }
+
+    fn in_township(&self, township: Option<&str>) -> bool {
+        self.township.is_some() && self.township.as_deref() == township
+    }
+}
+
+/// The actions that make a record of this kind: inspecting, or the penalty procedure.
+fn actions_for_kind(kind: Option<&str>) -> &'static [Action] {
+    match kind {
+        Some("inspection") => &[Action::Inspect],
+        Some("case") => &[Action::SummaryPenalty, Action::GeneralPenalty],
+        _ => &[],
+    }
+}
+
+impl UploadPolicy for SyncPolicy {
+    fn attribution(&self) -> &Attribution {
+        &self.attribution
+    }
+
+    fn check_existing(&self, doc_id: DocumentId, stored: &StoredScope) -> Result<(), Refusal> {
+        if !self.in_township(stored.township.as_deref()) {
+            return Err(Refusal::OutOfScope(format!(
+                "document {doc_id} belongs to another township"
+            )));
+        }
+        let matter = stored.matter.as_deref().unwrap_or_default();
+        if !self.covers(matter, actions_for_kind(stored.kind.as_deref())) {
+            return Err(Refusal::OutOfScope(format!(
+                "matter {matter:?} of document {doc_id} is not in this officer's scope"
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_created(&self, doc_id: DocumentId, merged: &Automerge) -> Result<(), Refusal> {
+        let record = Record::hydrate(merged).map_err(|err| {
+            Refusal::OutOfScope(format!(
+                "document {doc_id} is not a record whose township and matter can be checked: {err}"
+            ))
+        })?;
+        if !self.in_township(Some(record.township())) {
+            return Err(Refusal::OutOfScope(format!(
+                "document {doc_id} is for township {:?}, not this officer's",
+                record.township()
+            )));
+        }
+        let actions: &[Action] = match &record {
+            Record::Inspection(_) => &[Action::Inspect],
+            Record::Case(case) => match Procedure::parse(&case.procedure) {
+                Some(Procedure::Summary) => &[Action::SummaryPenalty],
+                Some(Procedure::General) => &[Action::GeneralPenalty],
+                None => &[],
+            },
+        };
+        if !self.covers(record.matter(), actions) {
+            return Err(Refusal::OutOfScope(format!(
+                "matter {:?} is not entrusted to this township for this action, or not covered \
+                 by the certificate",
+                record.matter()
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_actor(&self, actor: &ActorId) -> Result<(), Refusal> {
+        if self.actors.contains(actor.to_bytes()) {
+            Ok(())
+        } else {
+            Err(Refusal::ForeignActor(format!(
+                "actor {} is not registered to this device; nothing was stored",
+                actor.to_hex_string()
+            )))
+        }
+    }
 }

@@ -12,7 +12,7 @@ use rusqlite::{Connection, Row, params};
 use sync_core::ids::DocumentId;
 use sync_core::protocol::DocUpdate;
 
-use crate::store::StoreError;
+use crate::store::{Attribution, StoreError};
 
 /// One change in a document's history, as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,8 +27,12 @@ pub(crate) struct HistoryEntry {
     pub(crate) seq: i64,
     /// The changes this one depends on.
     pub(crate) deps: Vec<ChangeHash>,
-    /// The uploading device, once devices are registered.
+    /// The uploading device.
     pub(crate) device: Option<String>,
+    /// The uploading device's officer.
+    pub(crate) officer: Option<String>,
+    /// The officer's certificate at upload time.
+    pub(crate) certificate: Option<String>,
     /// Server time of receipt, milliseconds since the Unix epoch.
     pub(crate) received_at: i64,
     /// The time the device stamped on the change (informational: device clocks drift).
@@ -58,6 +62,7 @@ pub(crate) fn insert(
     doc_id: DocumentId,
     change: &mut Change,
     received_at: i64,
+    attribution: &Attribution,
 ) -> Result<i64, StoreError> {
     let hash = change.hash();
     let deps = hashes_blob(change.deps());
@@ -71,7 +76,8 @@ pub(crate) fn insert(
     let bytes = change.bytes();
     let mut statement = connection.prepare_cached(
         "INSERT INTO changes (hash, doc_id, actor, seq, deps, bytes, message, device_time, \
-         received_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+         received_at, device, officer, certificate) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )?;
     let inserted = statement.execute(params![
         hash.0,
@@ -83,6 +89,9 @@ pub(crate) fn insert(
         message,
         device_time,
         received_at,
+        attribution.device,
+        attribution.officer,
+        attribution.certificate,
     ]);
     match inserted {
         Ok(_) => Ok(connection.last_insert_rowid()),
@@ -117,7 +126,12 @@ pub(crate) fn count_after(
     Ok(statement.query_row(params![doc_id.as_bytes(), after_feed_seq], |row| row.get(0))?)
 }
 
-/// The changes after `cursor`, without those in `skip`, up to about `byte_budget` bytes.
+/// The changes after `cursor` of the visible documents (every document when `all`, else those
+/// whose stored township is `township`), without those in `skip`, up to about `byte_budget`
+/// bytes.
+///
+/// Visibility is a join on the document's primary key per change, so the feed stays one
+/// ordered scan of the change log; the cursor still advances past invisible changes.
 ///
 /// Call it inside one read transaction: the cursor of a complete page is the highest feed
 /// sequence of that same snapshot, so a change committed meanwhile is not skipped. A page
@@ -128,14 +142,19 @@ pub(crate) fn feed_after(
     cursor: u64,
     skip: &HashSet<ChangeHash>,
     byte_budget: usize,
+    all: bool,
+    township: Option<&str>,
 ) -> Result<Feed, StoreError> {
     let last_feed_seq: i64 =
         connection
             .query_row("SELECT COALESCE(MAX(feed_seq), 0) FROM changes", [], |row| row.get(0))?;
     let mut statement = connection.prepare_cached(
-        "SELECT feed_seq, doc_id, hash, bytes FROM changes WHERE feed_seq > ?1 ORDER BY feed_seq",
+        "SELECT c.feed_seq, c.doc_id, c.hash, c.bytes FROM changes c \
+         JOIN documents d ON d.id = c.doc_id \
+         WHERE c.feed_seq > ?1 AND (?2 OR d.township = ?3) ORDER BY c.feed_seq",
     )?;
-    let mut rows = statement.query([i64::try_from(cursor).unwrap_or(i64::MAX)])?;
+    let mut rows =
+        statement.query(params![i64::try_from(cursor).unwrap_or(i64::MAX), all, township])?;
     let mut updates: Vec<DocUpdate> = Vec::new();
     let mut positions: HashMap<DocumentId, usize> = HashMap::new();
     let mut page_bytes = 0;
@@ -170,8 +189,8 @@ pub(crate) fn history(
     doc_id: DocumentId,
 ) -> Result<Vec<HistoryEntry>, StoreError> {
     let mut statement = connection.prepare_cached(
-        "SELECT feed_seq, hash, actor, seq, deps, device, received_at, device_time, message \
-         FROM changes WHERE doc_id = ?1 ORDER BY feed_seq",
+        "SELECT feed_seq, hash, actor, seq, deps, device, received_at, device_time, message, \
+         officer, certificate FROM changes WHERE doc_id = ?1 ORDER BY feed_seq",
     )?;
     let rows = statement.query_map([doc_id.as_bytes()], |row| {
         Ok(HistoryEntry {
@@ -184,6 +203,8 @@ pub(crate) fn history(
             received_at: row.get(6)?,
             device_time: row.get(7)?,
             message: row.get(8)?,
+            officer: row.get(9)?,
+            certificate: row.get(10)?,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)

@@ -34,6 +34,31 @@ pub(crate) struct DocumentSummary {
     pub(crate) updated_at: i64,
 }
 
+/// The authorization-relevant columns of a stored document, fixed at its first upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StoredScope {
+    /// `inspection` or `case`.
+    pub(crate) kind: Option<String>,
+    /// The matter code.
+    pub(crate) matter: Option<String>,
+    /// The handling township.
+    pub(crate) township: Option<String>,
+}
+
+/// The stored kind, matter and township of a document, or `None` when it has no row.
+pub(crate) fn stored_scope(
+    connection: &Connection,
+    doc_id: DocumentId,
+) -> Result<Option<StoredScope>, StoreError> {
+    let mut statement =
+        connection.prepare_cached("SELECT kind, matter, township FROM documents WHERE id = ?1")?;
+    Ok(statement
+        .query_row([doc_id.as_bytes()], |row| {
+            Ok(StoredScope { kind: row.get(0)?, matter: row.get(1)?, township: row.get(2)? })
+        })
+        .optional()?)
+}
+
 /// The record fields projected into columns at merge time, so that reports are SQL.
 ///
 /// All `None` when the document does not hydrate as a record: the merge still stands, since
@@ -106,6 +131,10 @@ pub(crate) fn snapshot_seq(
 }
 
 /// Inserts or updates the document's row; a `None` snapshot keeps the stored one.
+///
+/// Kind, matter and township are written once, at the first upload, and never change after
+/// (SECURITY.md B-35): authorization reads them, so an edit of the record's own `township`
+/// field cannot move the document into anyone's scope.
 pub(crate) fn upsert(connection: &Connection, write: DocumentWrite<'_>) -> Result<(), StoreError> {
     let (snapshot, snapshot_seq) = match write.snapshot {
         Some(snapshot) => (Some(snapshot.bytes), Some(snapshot.feed_seq)),
@@ -117,7 +146,9 @@ pub(crate) fn upsert(connection: &Connection, write: DocumentWrite<'_>) -> Resul
          snapshot_seq, feed_seq, change_count, created_at, updated_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12) \
          ON CONFLICT (id) DO UPDATE SET \
-         kind = excluded.kind, matter = excluded.matter, township = excluded.township, \
+         kind = COALESCE(documents.kind, excluded.kind), \
+         matter = COALESCE(documents.matter, excluded.matter), \
+         township = COALESCE(documents.township, excluded.township), \
          party_key = excluded.party_key, status = excluded.status, heads = excluded.heads, \
          snapshot = COALESCE(excluded.snapshot, documents.snapshot), \
          snapshot_seq = COALESCE(excluded.snapshot_seq, documents.snapshot_seq), \
@@ -178,13 +209,17 @@ pub(crate) fn load(
     Ok(Some(doc))
 }
 
-/// Every document, the most recently changed first.
-pub(crate) fn list(connection: &Connection) -> Result<Vec<DocumentSummary>, StoreError> {
+/// Every visible document (all, or those of `township`), the most recently changed first.
+pub(crate) fn list(
+    connection: &Connection,
+    all: bool,
+    township: Option<&str>,
+) -> Result<Vec<DocumentSummary>, StoreError> {
     let mut statement = connection.prepare_cached(
         "SELECT id, kind, status, matter, township, heads, updated_at FROM documents \
-         ORDER BY feed_seq DESC",
+         WHERE ?1 OR township = ?2 ORDER BY feed_seq DESC",
     )?;
-    let rows = statement.query_map([], |row| {
+    let rows = statement.query_map(params![all, township], |row| {
         Ok(DocumentSummary {
             id: doc_id_column(row, 0)?,
             kind: row.get(1)?,

@@ -62,6 +62,104 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX documents_feed_seq ON documents (feed_seq);
     ",
+    // 2: the registry (identity and scope), with its audit log, and the feed-by-township index.
+    r"
+    CREATE TABLE agencies (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        code TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('county_dept', 'township', 'justice_bureau')),
+        parent TEXT REFERENCES agencies (id),
+        hotline TEXT
+    );
+    CREATE TABLE matters (
+        code TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        sector TEXT NOT NULL,
+        legal_basis TEXT NOT NULL,
+        penalty_standard TEXT NOT NULL,
+        allowed_actions TEXT NOT NULL,
+        hearing_threshold_person INTEGER,
+        hearing_threshold_org INTEGER
+    );
+    CREATE TABLE entrustments (
+        id TEXT PRIMARY KEY,
+        entrusting_agency TEXT NOT NULL REFERENCES agencies (id),
+        township TEXT NOT NULL REFERENCES agencies (id),
+        legal_basis TEXT NOT NULL,
+        valid_from INTEGER NOT NULL,
+        valid_to INTEGER NOT NULL,
+        status TEXT NOT NULL
+    );
+    CREATE INDEX entrustments_township ON entrustments (township);
+    CREATE TABLE entrustment_items (
+        entrustment TEXT NOT NULL REFERENCES entrustments (id),
+        matter TEXT NOT NULL REFERENCES matters (code),
+        actions TEXT NOT NULL,
+        PRIMARY KEY (entrustment, matter)
+    );
+    CREATE TABLE officers (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        township TEXT REFERENCES agencies (id),
+        role TEXT NOT NULL CHECK (role IN ('officer', 'supervisor', 'admin'))
+    );
+    CREATE TABLE certificates (
+        cert_no TEXT PRIMARY KEY,
+        officer TEXT NOT NULL REFERENCES officers (id),
+        issuer TEXT NOT NULL,
+        sectors TEXT NOT NULL,
+        territory TEXT NOT NULL,
+        valid_from INTEGER NOT NULL,
+        valid_to INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        rev INTEGER NOT NULL
+    );
+    CREATE INDEX certificates_officer ON certificates (officer);
+    CREATE TABLE devices (
+        id TEXT PRIMARY KEY,
+        officer TEXT NOT NULL REFERENCES officers (id),
+        jkt TEXT NOT NULL UNIQUE,
+        jwk TEXT NOT NULL,
+        name TEXT,
+        status TEXT NOT NULL,
+        enrolled_at INTEGER NOT NULL
+    );
+    CREATE TABLE actors (
+        actor BLOB PRIMARY KEY CHECK (length(actor) = 16),
+        device TEXT NOT NULL REFERENCES devices (id),
+        officer TEXT NOT NULL REFERENCES officers (id),
+        created_at INTEGER NOT NULL,
+        retired_at INTEGER
+    );
+    CREATE INDEX actors_device ON actors (device);
+    CREATE TABLE enrollment_codes (
+        code_hash TEXT PRIMARY KEY,
+        officer TEXT NOT NULL REFERENCES officers (id),
+        expires_at INTEGER NOT NULL,
+        used_at INTEGER,
+        used_by_device TEXT REFERENCES devices (id)
+    );
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at INTEGER NOT NULL,
+        actor_officer TEXT NOT NULL,
+        action TEXT NOT NULL,
+        object_kind TEXT NOT NULL,
+        object_id TEXT NOT NULL,
+        before TEXT,
+        after TEXT
+    );
+    CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+    BEGIN
+        SELECT RAISE(ABORT, 'audit is append-only');
+    END;
+    CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+    BEGIN
+        SELECT RAISE(ABORT, 'audit is append-only');
+    END;
+    CREATE INDEX documents_township ON documents (township, feed_seq);
+    ",
 ];
 
 /// Opens (creating it if needed) the database for writing and brings its schema up to date.

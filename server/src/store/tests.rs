@@ -12,7 +12,8 @@ use sync_core::merge::parse_changes;
 use crate::error::ApiError;
 use crate::fixtures::{actor, chunks, doc_id, new_inspection, set_outcome, temp_store};
 use crate::store::{
-    DocumentUpload, SNAPSHOT_INTERVAL, Store, StoreError, changes, documents, lock,
+    DocumentUpload, SNAPSHOT_INTERVAL, Store, StoreError, Unchecked, Visibility, changes,
+    documents, lock,
 };
 
 const NOW: i64 = 1_700_000_000_000;
@@ -30,7 +31,9 @@ fn sync(
     doc: &mut AutoCommit,
     since: &[ChangeHash],
 ) -> Vec<ChangeHash> {
-    let merged = store.merge_uploads(vec![parsed(doc_id, doc, since)], NOW).expect("merge");
+    let merged = store
+        .merge_uploads(vec![parsed(doc_id, doc, since)], NOW, &Unchecked::default())
+        .expect("merge");
     assert_eq!(merged[0].heads, doc.get_heads());
     doc.get_heads()
 }
@@ -128,7 +131,7 @@ fn a_refused_document_leaves_every_document_of_the_request_unstored() {
         vec![parsed(id_a, &mut doc_a, &stored_heads), parsed(id_b, &mut doc_b, &creation_b)];
 
     // Act
-    let result = store.merge_uploads(uploads, NOW);
+    let result = store.merge_uploads(uploads, NOW, &Unchecked::default());
 
     // Assert: nothing written, and A reads (and merges) from its stored state.
     assert!(matches!(result, Err(StoreError::Merge(MergeError::MissingDeps { .. }))));
@@ -145,7 +148,8 @@ fn a_change_already_stored_for_another_document_is_refused() {
     let mut doc = new_inspection(&actor(1), doc_id(6));
     sync(&store, doc_id(6), &mut doc, &[]);
 
-    let result = store.merge_uploads(vec![parsed(doc_id(7), &mut doc, &[])], NOW);
+    let result =
+        store.merge_uploads(vec![parsed(doc_id(7), &mut doc, &[])], NOW, &Unchecked::default());
 
     assert!(matches!(result, Err(StoreError::DuplicateChange { .. })), "{result:?}");
     assert_eq!(store.change_rows(), 1);
@@ -157,13 +161,17 @@ fn an_upload_of_no_changes_for_an_unknown_document_creates_nothing() {
     let (_dir, store) = temp_store();
 
     let merged = store
-        .merge_uploads(vec![DocumentUpload { doc_id: doc_id(8), changes: Vec::new() }], NOW)
+        .merge_uploads(
+            vec![DocumentUpload { doc_id: doc_id(8), changes: Vec::new() }],
+            NOW,
+            &Unchecked::default(),
+        )
         .unwrap();
 
     assert_eq!(merged[0].stored, 0);
     assert!(merged[0].heads.is_empty());
     assert!(store.document(doc_id(8)).unwrap().is_none());
-    assert!(store.list_documents().unwrap().is_empty());
+    assert!(store.list_documents(&Visibility::All).unwrap().is_empty());
 }
 
 #[test]
@@ -187,7 +195,7 @@ fn a_full_disk_refuses_the_upload_with_storage_full_and_stores_nothing() {
     lock(&store.writer).pragma_update(None, "max_page_count", page_count).unwrap();
 
     // Act
-    let result = store.merge_uploads(vec![parsed(id, &mut doc, &[])], NOW);
+    let result = store.merge_uploads(vec![parsed(id, &mut doc, &[])], NOW, &Unchecked::default());
 
     // Assert: 507, nothing stored; once space is freed the same upload succeeds.
     let err = ApiError::from(result.expect_err("the database is full"));

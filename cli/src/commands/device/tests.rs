@@ -1,17 +1,18 @@
 //! Tests of the device commands, offline and against a small in-test sync server.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 
 use clap::Parser;
-use sync_core::protocol::{DocOutcome, DocResult, DocUpdate, SyncRequest, SyncResponse};
+use sync_core::protocol::{DocOutcome, DocResult, DocUpdate, SyncResponse};
 
 use super::*;
+use crate::commands::enroll::{EnrollArgs, enroll};
+use crate::test_server::identity_server;
 
 /// A command line of device commands, parsed the way `fieldcase` parses them.
 #[derive(Parser)]
 enum TestCommand {
+    Enroll(EnrollArgs),
     InspectionNew(InspectionNewArgs),
     CaseNew(CaseNewArgs),
     Edit(EditArgs),
@@ -29,11 +30,19 @@ struct Device {
 }
 
 impl Device {
+    /// A device enrolled as officer `o1` with a server that refuses every sync.
     fn new() -> Self {
-        Self::with_server("http://127.0.0.1:1")
+        Self::with_server(&identity_server(|_| (500, b"no sync in this test".to_vec())))
     }
 
+    /// A device enrolled as officer `o1` with `server`.
     fn with_server(server: &str) -> Self {
+        let device = Self::unenrolled(server);
+        device.run("enroll --code o1 --name tablet").unwrap();
+        device
+    }
+
+    fn unenrolled(server: &str) -> Self {
         let home = tempfile::tempdir().unwrap();
         let settings =
             Settings { home: home.path().to_owned(), server: server.to_owned(), json: true };
@@ -45,6 +54,7 @@ impl Device {
         let words = std::iter::once("test").chain(line.split_whitespace());
         let settings = &self.settings;
         let output = match TestCommand::try_parse_from(words)? {
+            TestCommand::Enroll(args) => enroll(settings, &args),
             TestCommand::InspectionNew(args) => inspection_new(settings, args),
             TestCommand::CaseNew(args) => case_new(settings, args),
             TestCommand::Edit(args) => edit(settings, &args),
@@ -67,6 +77,93 @@ impl Device {
             .unwrap();
         created["id"].as_str().unwrap().to_owned()
     }
+}
+
+#[track_caller]
+fn check_refused(device: &Device, line: &str, expected_code: &str) {
+    let error = device.run(line).unwrap_err();
+    assert_eq!(crate::commands::error_code(&error), expected_code, "{error:#}");
+}
+
+#[test]
+fn enrollment_gives_the_device_its_identity_and_actor() {
+    // Arrange
+    let device = Device::unenrolled(&identity_server(|_| (500, Vec::new())));
+    let before = device.run("status").unwrap();
+
+    // Act
+    let enrolled = device.run("enroll --code o1").unwrap();
+    let doc = device.new_inspection();
+
+    // Assert
+    assert_eq!(before["device"], Value::Null);
+    assert_eq!(
+        enrolled,
+        json!({"device": "dev-1", "officer": "o1", "role": "officer", "township": "t-1",
+            "actor": format!("{:032x}", 1)})
+    );
+    let status = device.run("status").unwrap();
+    assert_eq!(status["device"], "dev-1");
+    assert_eq!(status["officer"], "o1");
+    assert_eq!(status["role"], "officer");
+    assert_eq!(status["township"], "t-1");
+    assert_eq!(status["actor"], enrolled["actor"]);
+    assert!(device.home.path().join(crate::auth::DEVICE_KEY_FILE).exists());
+    let shown = device.run(&format!("show {doc}")).unwrap();
+    assert_eq!(shown["record"]["township"], "t-1");
+    assert_eq!(
+        shown["record"]["officers"],
+        json!([{"officer": "o1", "cert_no": "C-o1"}, {"officer": "o2", "cert_no": ""}])
+    );
+    check_refused(&device, "enroll --code o2", "already_enrolled");
+}
+
+#[test]
+fn record_commands_and_sync_need_enrollment() {
+    let device = Device::unenrolled("http://127.0.0.1:1");
+
+    check_refused(
+        &device,
+        "inspection-new --matter M1 --party-name 张三 --party-id 1 --site 店",
+        "not_enrolled",
+    );
+    check_refused(&device, "case-new --matter M1 --party-name 张三 --party-id 1", "not_enrolled");
+    check_refused(&device, "sync", "not_enrolled");
+    assert_eq!(device.run("list").unwrap(), json!([]));
+}
+
+#[test]
+fn actions_outside_the_offline_scope_are_refused_and_store_nothing() {
+    let device = Device::new();
+
+    check_refused(
+        &device,
+        "inspection-new --matter M3 --party-name 张三 --party-id 1 --site 店",
+        "out_of_scope",
+    );
+    check_refused(
+        &device,
+        "case-new --matter M2 --procedure general --party-name 张三 --party-id 1",
+        "out_of_scope",
+    );
+    assert_eq!(device.run("list").unwrap(), json!([]));
+
+    // The same commands within scope store their record.
+    device.run("inspection-new --matter M2 --party-name 张三 --party-id 1 --site 店").unwrap();
+    device.run("case-new --matter M1 --procedure summary --party-name 张三 --party-id 1").unwrap();
+    assert_eq!(device.run("list").unwrap().as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn a_sync_replaces_the_master_data_with_the_token_answers() {
+    let device = Device::with_server(&relay_server());
+    let inspect_m2 = "inspection-new --matter M2 --party-name 张三 --party-id 1 --site 店";
+    device.run(inspect_m2).unwrap();
+
+    device.run("sync").unwrap();
+
+    // The token answer's master data no longer entrusts M2.
+    check_refused(&device, inspect_m2, "out_of_scope");
 }
 
 #[test]
@@ -187,45 +284,11 @@ fn assignments_split_at_the_first_equals_sign() {
     assert!(parse_event_kind("Decide!").is_err());
 }
 
-/// Serves `POST /v1/sync` on a loopback port, one connection per request, answering each
-/// decoded request with `answer`; returns the base URL.
-fn fake_server(mut answer: impl FnMut(SyncRequest) -> (u16, Vec<u8>) + Send + 'static) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let mut stream = stream.unwrap();
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut length = 0;
-            loop {
-                let mut line = String::new();
-                reader.read_line(&mut line).unwrap();
-                if line == "\r\n" {
-                    break;
-                }
-                if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = value.trim().parse().unwrap();
-                }
-            }
-            let mut body = vec![0; length];
-            reader.read_exact(&mut body).unwrap();
-            let (status, response) = answer(SyncRequest::decode(&body).unwrap());
-            let head = format!(
-                "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                response.len()
-            );
-            stream.write_all(head.as_bytes()).unwrap();
-            stream.write_all(&response).unwrap();
-        }
-    });
-    format!("http://{address}")
-}
-
 /// A server that accepts every upload and relays it to everyone else, like the real one
 /// without its checks: a feed of changes, the cursor an index into it.
 fn relay_server() -> String {
     let mut feed: Vec<(DocumentId, Vec<u8>)> = Vec::new();
-    fake_server(move |request| {
+    identity_server(move |request| {
         let mut results = Vec::new();
         let mut uploaded = HashSet::new();
         for upload in request.docs {
@@ -302,7 +365,7 @@ fn two_devices_converge_through_the_server() {
 #[test]
 fn a_refused_upload_stays_pending_and_is_not_resent_in_the_same_run() {
     let mut rounds = 0;
-    let server = fake_server(move |request| {
+    let server = identity_server(move |request| {
         rounds += 1;
         let results = request
             .docs
@@ -338,7 +401,7 @@ fn a_refused_upload_stays_pending_and_is_not_resent_in_the_same_run() {
 
 #[test]
 fn a_refused_request_fails_with_the_server_code_and_keeps_the_cursor() {
-    let server = fake_server(|_| {
+    let server = identity_server(|_| {
         let body = r#"{"error":{"code":"certificate_revoked","message":"revoked"}}"#;
         (403, body.as_bytes().to_vec())
     });
