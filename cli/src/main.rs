@@ -109,7 +109,8 @@ fn main() -> ExitCode {
             if settings.json {
                 print_output(&commands::error_json(&error));
             } else {
-                eprintln!("error: {error:?}");
+                // The alternate form prints the whole context chain on one line, without a backtrace.
+                eprintln!("error: {error:#}");
             }
             match commands::error_code(&error) {
                 "server_unreachable" => ExitCode::from(3),
