@@ -9,10 +9,16 @@
 //! The [`paths`] module spells every API path; [`Client::request_raw`] sends any request with
 //! caller-supplied headers, which is what `crate::auth::Session` builds its authenticated calls
 //! (DPoP proof, access token) on. The client itself adds no credentials.
+//!
+//! docs/sync.md fixes two more wire details here: the `Idempotency-Key` of a sync upload
+//! ([`idempotency_key`]) and the answer of the evidence blob endpoints ([`BlobStatus`]).
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as BASE64URL;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
 use sync_core::ids::DocumentId;
 use sync_core::protocol::{CONTENT_TYPE, SyncRequest, SyncResponse};
 use thiserror::Error;
@@ -21,10 +27,25 @@ use ureq::http::Response;
 
 /// 256 MiB: far above one page of a catch-up, low enough that a broken server cannot exhaust
 /// the device's memory.
-const SYNC_RESPONSE_LIMIT: u64 = 256 * 1024 * 1024;
+pub(crate) const SYNC_RESPONSE_LIMIT: u64 = 256 * 1024 * 1024;
 
 /// 16 MiB: far above the largest document view or listing.
 const JSON_RESPONSE_LIMIT: u64 = 16 * 1024 * 1024;
+
+/// 1 GiB: the largest evidence blob the server stores (docs/sync.md), so the largest download.
+pub const BLOB_RESPONSE_LIMIT: u64 = 1024 * 1024 * 1024;
+
+/// The header that makes a sync upload idempotent (docs/sync.md).
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// The header of a blob chunk that says where in the blob the chunk starts.
+pub const UPLOAD_OFFSET: &str = "upload-offset";
+
+/// The header of a blob chunk that gives the blob's full size.
+pub const UPLOAD_LENGTH: &str = "upload-length";
+
+/// The media type of blob bytes.
+pub const OCTET_STREAM: &str = "application/octet-stream";
 
 /// 10 s: a server on the same network answers a connection at once; a device without signal
 /// should learn so quickly.
@@ -136,6 +157,44 @@ impl RawResponse {
     }
 }
 
+/// The `Idempotency-Key` of a sync body: base64url(SHA-256(body)), 43 characters of
+/// `[A-Za-z0-9_-]`, so that a retried identical body reuses its key (docs/sync.md).
+pub fn idempotency_key(body: &[u8]) -> String {
+    BASE64URL.encode(Sha256::digest(body))
+}
+
+/// How much of an evidence blob the server holds, as `GET /v1/blobs/{sha256}/upload` and
+/// every `PUT /v1/blobs/{sha256}` answer it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct BlobStatus {
+    /// The server holds the whole blob, hash verified.
+    pub complete: bool,
+    /// Bytes the server holds: of an unfinished upload, or the whole size once complete.
+    pub received: u64,
+    /// The blob's full size, when the server knows it.
+    pub size: Option<u64>,
+}
+
+impl BlobStatus {
+    /// Reads a blob answer; a complete blob without `received` has received its whole size.
+    pub fn from_json(status: u16, answer: &serde_json::Value) -> Result<Self, ClientError> {
+        let invalid =
+            |reason: &str| ClientError::InvalidResponse { status, reason: reason.to_owned() };
+        let complete = answer["complete"]
+            .as_bool()
+            .ok_or_else(|| invalid("the blob answer has no \"complete\" boolean"))?;
+        let size = answer["size"].as_u64();
+        let received = match answer["received"].as_u64() {
+            Some(received) => received,
+            None if complete => {
+                size.ok_or_else(|| invalid("a complete blob answer has no \"size\""))?
+            }
+            None => return Err(invalid("an incomplete blob answer has no \"received\" count")),
+        };
+        Ok(Self { complete, received, size })
+    }
+}
+
 /// The server's error body.
 #[derive(Deserialize)]
 struct ErrorBody {
@@ -173,6 +232,16 @@ pub mod paths {
     /// `GET`: every stored change of one document.
     pub fn history(doc_id: impl std::fmt::Display) -> String {
         format!("/v1/docs/{doc_id}/history")
+    }
+
+    /// `GET` the bytes, `PUT` a chunk: one evidence blob, named by its hex SHA-256.
+    pub fn blob(sha256: &str) -> String {
+        format!("/v1/blobs/{}", encode_segment(sha256))
+    }
+
+    /// `GET`: how much of a blob the server holds.
+    pub fn blob_upload(sha256: &str) -> String {
+        format!("/v1/blobs/{}/upload", encode_segment(sha256))
     }
 
     /// A collection of the admin registry API.
@@ -361,6 +430,18 @@ impl Client {
         headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> Result<(RawResponse, u64), ClientError> {
+        self.request_limited(method, path, headers, body, SYNC_RESPONSE_LIMIT)
+    }
+
+    /// [`Self::request_counted`] with an answer of at most `limit` bytes.
+    pub(crate) fn request_limited(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+        limit: u64,
+    ) -> Result<(RawResponse, u64), ClientError> {
         let mut builder = ureq::http::Request::builder().method(method).uri(self.url(path));
         for (name, value) in headers {
             builder = builder.header(*name, *value);
@@ -375,7 +456,7 @@ impl Client {
             self.agent.run(request)
         }
         .map_err(ClientError::Transport)?;
-        read(response, SYNC_RESPONSE_LIMIT)
+        read(response, limit)
     }
 
     fn post_sync(&self, body: Vec<u8>) -> Result<(RawResponse, u64), ClientError> {
@@ -475,6 +556,34 @@ mod tests {
         assert_eq!(raw.header("DPoP-Nonce"), Some("n"));
         assert_eq!(raw.header("www-authenticate"), None);
         assert_eq!(raw.error_code().as_deref(), Some("use_dpop_nonce"));
+    }
+
+    #[test]
+    fn the_idempotency_key_is_the_body_hash_in_base64url() {
+        let key = idempotency_key(b"abc");
+        // SHA-256("abc") = ba7816bf…, in base64url without padding.
+        assert_eq!(key, "ungWv48Bz-pBQUDeXa4iI7ADYaOWF3qctBD_YfIAFa0");
+        assert_eq!(key, idempotency_key(b"abc"));
+        assert_ne!(key, idempotency_key(b"abd"));
+        assert!(key.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+    }
+
+    #[test]
+    fn blob_answers_read_as_a_status() {
+        use serde_json::json;
+        let check = |answer: serde_json::Value| BlobStatus::from_json(200, &answer);
+        assert_eq!(
+            check(json!({"sha256": "x", "complete": false, "received": 5, "size": null})).unwrap(),
+            BlobStatus { complete: false, received: 5, size: None }
+        );
+        assert_eq!(
+            check(json!({"sha256": "x", "size": 9, "complete": true})).unwrap(),
+            BlobStatus { complete: true, received: 9, size: Some(9) }
+        );
+        assert_eq!(check(json!({"complete": false})).unwrap_err().code(), "invalid_response");
+        assert_eq!(check(json!({"received": 1})).unwrap_err().code(), "invalid_response");
+        assert_eq!(paths::blob("ab/c"), "/v1/blobs/ab%2Fc");
+        assert_eq!(paths::blob_upload("abc"), "/v1/blobs/abc/upload");
     }
 
     #[test]

@@ -14,7 +14,8 @@ use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
 use cli::commands::admin::{self, AdminCommand};
 use cli::commands::device::{
-    self, CaseNewArgs, EditArgs, EventArgs, EvidenceAddArgs, InspectionNewArgs, ShowArgs,
+    self, CaseNewArgs, EditArgs, EventArgs, EvidenceAddArgs, EvidenceGetArgs, EvidenceRemoveArgs,
+    InspectionNewArgs, ShowArgs,
 };
 use cli::commands::enroll::{self, EnrollArgs};
 use cli::commands::{self, Output, Settings};
@@ -29,7 +30,8 @@ struct Config {
     /// session.
     #[arg(long, env = "FIELDCASE_HOME", default_value = "./fieldcase-home", global = true)]
     home: PathBuf,
-    /// Base URL of the fieldcase server; only `enroll`, `sync` and `admin` contact it.
+    /// Base URL of the fieldcase server; only `enroll`, `sync`, `evidence get` and `admin`
+    /// contact it.
     #[arg(long, env = "FIELDCASE_SERVER", default_value = "http://127.0.0.1:8080", global = true)]
     server: String,
     /// Print one JSON document (DESIGN.md §9), failures included, instead of text.
@@ -69,7 +71,8 @@ enum Command {
     List,
     /// Shows the device's identity, actor, cursor, last sync and what is waiting to sync.
     Status,
-    /// Sends pending changes to the server and receives everyone else's.
+    /// Uploads pending evidence blobs, sends pending changes to the server and receives
+    /// everyone else's.
     Sync,
     /// The registry, from an enrolled admin device.
     #[command(subcommand)]
@@ -95,6 +98,10 @@ enum CaseCommand {
 enum EvidenceCommand {
     /// Adds a file as an evidence item of a document.
     Add(EvidenceAddArgs),
+    /// Withdraws an evidence item: it stays in the record, marked removed, and its bytes stay.
+    Remove(EvidenceRemoveArgs),
+    /// Writes the bytes of an evidence item to a file, downloading them if needed.
+    Get(EvidenceGetArgs),
 }
 
 fn main() -> ExitCode {
@@ -127,6 +134,10 @@ fn dispatch(command: Command, settings: &Settings) -> anyhow::Result<Output> {
         Command::Case(CaseCommand::New(args)) => device::case_new(settings, args),
         Command::Edit(args) => device::edit(settings, &args),
         Command::Evidence(EvidenceCommand::Add(args)) => device::evidence_add(settings, args),
+        Command::Evidence(EvidenceCommand::Remove(args)) => {
+            device::evidence_remove(settings, &args)
+        }
+        Command::Evidence(EvidenceCommand::Get(args)) => device::evidence_get(settings, &args),
         Command::Event(args) => device::event(settings, args),
         Command::Show(args) => device::show(settings, &args),
         Command::List => device::list(settings),

@@ -376,6 +376,43 @@ impl ReplicaStore {
         Ok(blob)
     }
 
+    /// Every blob not uploaded yet, in the order they were imported.
+    pub fn pending_blobs(&self) -> Result<Vec<BlobRef>, StoreError> {
+        let mut statement =
+            self.db.prepare("SELECT sha256, size FROM blobs WHERE uploaded = 0 ORDER BY rowid")?;
+        let rows =
+            statement.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))?;
+        let mut blobs = Vec::new();
+        for row in rows {
+            let (sha256, size) = row?;
+            let size = u64::try_from(size)
+                .map_err(|_| StoreError::Corrupt(format!("blob {sha256} of {size} bytes")))?;
+            blobs.push(BlobRef { sha256, size });
+        }
+        Ok(blobs)
+    }
+
+    /// Records that the server holds the whole blob; it is not uploaded again. The bytes stay.
+    pub fn mark_blob_uploaded(&self, sha256: &str) -> Result<(), StoreError> {
+        self.db.execute("UPDATE blobs SET uploaded = 1 WHERE sha256 = ?1", [sha256])?;
+        Ok(())
+    }
+
+    /// The evidence bytes named `sha256`, opened for reading; `None` when the device does not
+    /// hold them.
+    pub fn open_blob(&self, sha256: &str) -> Result<Option<File>, StoreError> {
+        // The name is a lowercase hex hash, never a path.
+        if !is_sha256_hex(sha256) {
+            return Ok(None);
+        }
+        let path = self.home.join("blobs").join(sha256);
+        match File::open(&path) {
+            Ok(file) => Ok(Some(file)),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(StoreError::Io { path, source }),
+        }
+    }
+
     /// How many documents and blobs the replica holds and how many are pending.
     pub fn counts(&self) -> Result<ReplicaCounts, StoreError> {
         let (documents, pending_documents) =
@@ -525,6 +562,11 @@ fn copy_hashing(source: &Path, target: &Path) -> Result<BlobRef, StoreError> {
     let size = io::copy(&mut input, &mut writer).map_err(io_error(source))?;
     writer.inner.sync_all().map_err(io_error(target))?;
     Ok(BlobRef { sha256: hex::encode(writer.hasher.finalize()), size })
+}
+
+/// Whether `text` is a SHA-256 in lowercase hex, the way blobs are named.
+pub fn is_sha256_hex(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// A writer that hashes what passes through it.

@@ -4,8 +4,10 @@
 //! One request per connection (`connection: close`), handled in order on one thread, so a test
 //! sees exactly the requests its client made. The fake identity server checks what a device
 //! must send (nonce, proof claims, `ath`, the `DPoP` scheme) without verifying signatures,
-//! which the proof unit tests cover.
+//! which the proof unit tests cover. [`BlobServer`] answers the evidence blob endpoints of
+//! docs/sync.md from memory.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
@@ -13,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as BASE64URL;
 use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
 use sync_core::protocol::SyncRequest;
 
 use crate::auth::access_token_hash;
@@ -157,6 +160,20 @@ pub(crate) fn master_data(officer: &str, with_m2: bool) -> Value {
 pub(crate) fn identity_server(
     mut answer: impl FnMut(SyncRequest) -> (u16, Vec<u8>) + Send + 'static,
 ) -> String {
+    authenticated_server(move |request| {
+        if request.path != "/v1/sync" {
+            return TestResponse::error(404, "not_found");
+        }
+        let (status, body) = answer(SyncRequest::decode(&request.body).unwrap());
+        TestResponse { status, headers: Vec::new(), body }
+    })
+}
+
+/// [`identity_server`], with every authenticated request that passes the checks (nonce,
+/// proof, `ath`) going to `answer`, whatever its path.
+pub(crate) fn authenticated_server(
+    mut answer: impl FnMut(&TestRequest) -> TestResponse + Send + 'static,
+) -> String {
     let state = Arc::new(Mutex::new((0_u32, 0_u32))); // (enrollments, tokens)
     serve(move |request| {
         let mut state = state.lock().unwrap();
@@ -209,7 +226,7 @@ pub(crate) fn identity_server(
                         }),
                     )
                 }
-                "/v1/sync" => {
+                _ => {
                     let token = request
                         .header("authorization")
                         .and_then(|value| value.strip_prefix("DPoP "))
@@ -217,12 +234,102 @@ pub(crate) fn identity_server(
                     if claims["ath"] != access_token_hash(token) {
                         return TestResponse::error(401, "invalid_dpop_proof");
                     }
-                    let (status, body) = answer(SyncRequest::decode(&request.body).unwrap());
-                    TestResponse { status, headers: Vec::new(), body }
+                    answer(request)
                 }
-                _ => TestResponse::error(404, "not_found"),
             }
         })();
         response.with_header("DPoP-Nonce", nonce)
     })
+}
+
+/// The evidence blob endpoints of docs/sync.md, in memory: resumable uploads checked against
+/// the offset, verified by SHA-256 when complete, and downloads of complete blobs.
+#[derive(Debug, Default)]
+pub(crate) struct BlobServer {
+    /// Bytes of unfinished uploads, by sha256.
+    pub(crate) partial: BTreeMap<String, Vec<u8>>,
+    /// Complete blobs, by sha256.
+    pub(crate) complete: BTreeMap<String, Vec<u8>>,
+    /// Every chunk received: sha256, `Upload-Offset`, chunk length.
+    pub(crate) chunks: Vec<(String, u64, usize)>,
+    /// Blobs whose every chunk is refused with this status and code.
+    pub(crate) refuse: BTreeMap<String, (u16, String)>,
+    /// The next status answer reports 0 bytes received, as if another upload had not started
+    /// yet; the chunk sent from there then meets an offset mismatch.
+    pub(crate) stale_status_once: bool,
+}
+
+impl BlobServer {
+    /// The answer to a blob request; `None` for any other path.
+    pub(crate) fn answer(&mut self, request: &TestRequest) -> Option<TestResponse> {
+        let rest = request.path.strip_prefix("/v1/blobs/")?;
+        Some(match (request.method.as_str(), rest.strip_suffix("/upload")) {
+            ("GET", Some(sha256)) => self.status(sha256),
+            ("PUT", None) => self.put(rest, request),
+            ("GET", None) => match self.complete.get(rest) {
+                Some(bytes) => {
+                    TestResponse { status: 200, headers: Vec::new(), body: bytes.clone() }
+                }
+                None => TestResponse::error(404, "not_found"),
+            },
+            _ => TestResponse::error(405, "method_not_allowed"),
+        })
+    }
+
+    fn status(&mut self, sha256: &str) -> TestResponse {
+        if let Some(bytes) = self.complete.get(sha256) {
+            let size = bytes.len();
+            return TestResponse::json(
+                200,
+                &json!({"sha256": sha256, "complete": true, "received": size, "size": size}),
+            );
+        }
+        let mut received = self.partial.get(sha256).map_or(0, Vec::len);
+        if std::mem::take(&mut self.stale_status_once) {
+            received = 0;
+        }
+        TestResponse::json(
+            200,
+            &json!({"sha256": sha256, "complete": false, "received": received, "size": null}),
+        )
+    }
+
+    fn put(&mut self, sha256: &str, request: &TestRequest) -> TestResponse {
+        let header = |name: &str| request.header(name).unwrap().parse::<u64>().unwrap();
+        let (offset, total) = (header("upload-offset"), header("upload-length"));
+        self.chunks.push((sha256.to_owned(), offset, request.body.len()));
+        if let Some((status, code)) = self.refuse.get(sha256) {
+            return TestResponse::error(*status, code);
+        }
+        if let Some(bytes) = self.complete.get(sha256) {
+            return TestResponse::json(
+                200,
+                &json!({"sha256": sha256, "size": bytes.len(), "complete": true}),
+            );
+        }
+        let partial = self.partial.entry(sha256.to_owned()).or_default();
+        let received = partial.len() as u64;
+        if offset != received {
+            return TestResponse::json(
+                409,
+                &json!({"error": {"code": "upload_offset_mismatch", "message": "offset"},
+                    "received": received}),
+            )
+            .with_header("Upload-Offset", &received.to_string());
+        }
+        partial.extend_from_slice(&request.body);
+        if (partial.len() as u64) < total {
+            return TestResponse::json(
+                202,
+                &json!({"sha256": sha256, "complete": false, "received": partial.len()}),
+            );
+        }
+        let bytes = self.partial.remove(sha256).unwrap();
+        if hex::encode(Sha256::digest(&bytes)) != sha256 {
+            return TestResponse::error(400, "blob_hash_mismatch");
+        }
+        let size = bytes.len();
+        self.complete.insert(sha256.to_owned(), bytes);
+        TestResponse::json(201, &json!({"sha256": sha256, "size": size, "complete": true}))
+    }
 }

@@ -53,8 +53,9 @@ pub fn prepare(state: &AppState, data_dir: &Path, demo: bool) -> anyhow::Result<
         let demo_json = seed.file(&admin_code);
         write_secret_file(&data_dir.join(DEMO_FILE), demo_json.to_string().as_bytes())?;
     }
+    let admin_hash = enrollment_code_hash(&admin_code);
     store
-        .write(|tx| {
+        .write(move |tx| {
             let change = Author { who: SYSTEM, now };
             let admin = Officer {
                 id: ADMIN.to_owned(),
@@ -64,7 +65,6 @@ pub fn prepare(state: &AppState, data_dir: &Path, demo: bool) -> anyhow::Result<
             };
             registry::insert_officer(tx, &change, &admin)?;
             let expires_at = now + BOOTSTRAP_CODE_LIFETIME_MS;
-            let admin_hash = enrollment_code_hash(&admin_code);
             devices::insert_enrollment_code(tx, &change, &admin_hash, ADMIN, expires_at)?;
             if let Some(seed) = &seed {
                 seed.insert(tx, &change)?;

@@ -14,6 +14,7 @@ use rusqlite::ErrorCode;
 use sync_core::error::MergeError;
 use tokio::task::JoinError;
 
+use crate::routes::blobs::UPLOAD_OFFSET;
 use crate::routes::sync::{MAX_BODY_BYTES, MAX_CHANGES_PER_SYNC};
 use crate::store::{Refusal, StoreError};
 
@@ -126,6 +127,36 @@ pub enum ApiError {
     /// The object named in the path does not exist, or is not visible to the caller.
     #[error("{0}")]
     ObjectNotFound(String),
+    /// The `Idempotency-Key` was used before by this device with another body.
+    #[error("{0}")]
+    IdempotencyConflict(String),
+    /// The `Idempotency-Key` header is not 1 to 128 characters of `[A-Za-z0-9_-]`.
+    #[error("{0}")]
+    InvalidIdempotencyKey(String),
+    /// The document would pass its quota of stored change bytes.
+    #[error("{0}")]
+    DocumentQuota(String),
+    /// A blob chunk does not start where the server's upload stands.
+    #[error("the upload stands at byte {received}; send the chunk that starts there")]
+    UploadOffsetMismatch {
+        /// Bytes of the blob the server holds.
+        received: u64,
+    },
+    /// The uploaded bytes do not hash to the blob's id; they were discarded.
+    #[error("{0}")]
+    BlobHashMismatch(String),
+    /// The blob is larger than the server accepts.
+    #[error("a blob may hold at most {max} bytes", max = crate::blob_files::MAX_BLOB_BYTES)]
+    BlobTooLarge,
+    /// A path segment that should be a blob's SHA-256 is not 64 lowercase hex digits.
+    #[error("{0:?} is not a SHA-256 in lowercase hex")]
+    InvalidBlobId(String),
+    /// The `Upload-Offset` or `Upload-Length` header is missing or inconsistent.
+    #[error("{0}")]
+    MalformedUpload(String),
+    /// The disk holding the blobs is full; nothing half-written is referenced.
+    #[error("{0}")]
+    StorageFull(String),
     /// The proof replay cache is full of unexpired ids.
     #[error("the server is busy; retry shortly")]
     ReplayCacheFull,
@@ -172,6 +203,15 @@ impl ApiError {
             Self::UnknownReference(_) => "unknown_reference",
             Self::AlreadyExists(_) => "already_exists",
             Self::MalformedJson(_) => "malformed_json",
+            Self::IdempotencyConflict(_) => "idempotency_conflict",
+            Self::InvalidIdempotencyKey(_) => "invalid_idempotency_key",
+            Self::DocumentQuota(_) => "document_quota",
+            Self::UploadOffsetMismatch { .. } => "upload_offset_mismatch",
+            Self::BlobHashMismatch(_) => "blob_hash_mismatch",
+            Self::BlobTooLarge => "blob_too_large",
+            Self::InvalidBlobId(_) => "invalid_blob_id",
+            Self::MalformedUpload(_) => "malformed_upload",
+            Self::StorageFull(_) => "storage_full",
             Self::ReplayCacheFull => "busy",
             Self::Store(err) => match err.sqlite_error_code() {
                 Some(ErrorCode::DiskFull) => "storage_full",
@@ -185,11 +225,17 @@ impl ApiError {
     /// The HTTP status that goes with the code.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::BodyTooLarge | Self::InflateLimit(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTooLarge | Self::InflateLimit(_) | Self::BlobTooLarge => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             Self::MalformedChange(_)
             | Self::InvalidDocumentId(_)
             | Self::InvalidEnrollmentCode
-            | Self::MalformedJson(_) => StatusCode::BAD_REQUEST,
+            | Self::MalformedJson(_)
+            | Self::InvalidIdempotencyKey(_)
+            | Self::BlobHashMismatch(_)
+            | Self::InvalidBlobId(_)
+            | Self::MalformedUpload(_) => StatusCode::BAD_REQUEST,
             Self::InvalidDpopProof(_)
             | Self::UseDpopNonce
             | Self::InvalidToken(_)
@@ -207,8 +253,11 @@ impl ApiError {
             | Self::ForeignRoot(_)
             | Self::DuplicateChange(_)
             | Self::DeviceAlreadyEnrolled
-            | Self::AlreadyExists(_) => StatusCode::CONFLICT,
+            | Self::AlreadyExists(_)
+            | Self::IdempotencyConflict(_)
+            | Self::UploadOffsetMismatch { .. } => StatusCode::CONFLICT,
             Self::BatchTooLarge { .. }
+            | Self::DocumentQuota(_)
             | Self::ChangeRefused(_)
             | Self::NotEntrustable(_)
             | Self::UnknownReference(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -216,6 +265,7 @@ impl ApiError {
                 StatusCode::NOT_FOUND
             }
             Self::ReplayCacheFull => StatusCode::SERVICE_UNAVAILABLE,
+            Self::StorageFull(_) => StatusCode::INSUFFICIENT_STORAGE,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Store(err) => match err.sqlite_error_code() {
                 Some(ErrorCode::DiskFull) => StatusCode::INSUFFICIENT_STORAGE,
@@ -256,6 +306,10 @@ impl ApiError {
                 tracing::error!(error = format!("{err:#}"), "internal error");
                 "internal server error".to_owned()
             }
+            Self::StorageFull(reason) => {
+                tracing::error!(error = %reason, "storage full");
+                "the server's storage is full; nothing was stored".to_owned()
+            }
             other => other.to_string(),
         }
     }
@@ -264,10 +318,16 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let code = self.code();
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "error": { "code": code, "message": self.client_message() }
         });
+        if let Self::UploadOffsetMismatch { received } = &self {
+            body["received"] = (*received).into();
+        }
         let mut response = (self.status(), Json(body)).into_response();
+        if let Self::UploadOffsetMismatch { received } = &self {
+            response.headers_mut().insert(UPLOAD_OFFSET, HeaderValue::from(*received));
+        }
         if code == "busy" {
             response
                 .headers_mut()
@@ -318,7 +378,10 @@ impl From<StoreError> for ApiError {
             StoreError::Refused(refusal) => refusal.into(),
             other @ (StoreError::Corrupt { .. }
             | StoreError::NewerSchema { .. }
-            | StoreError::Pragma { .. }) => Self::Internal(other.into()),
+            | StoreError::Pragma { .. }
+            | StoreError::Io(_)
+            | StoreError::JobPanicked
+            | StoreError::WriterStopped) => Self::Internal(other.into()),
         }
     }
 }
@@ -340,6 +403,8 @@ impl From<Refusal> for ApiError {
             Refusal::DeviceAlreadyEnrolled => Self::DeviceAlreadyEnrolled,
             Refusal::ForeignActor(message) => Self::ForeignActor(message),
             Refusal::OutOfScope(message) => Self::OutOfScope(message),
+            Refusal::IdempotencyConflict(_) => Self::IdempotencyConflict(refusal.to_string()),
+            Refusal::DocumentQuota(message) => Self::DocumentQuota(message),
         }
     }
 }

@@ -9,7 +9,8 @@
 //!    in one call on the single writer ([`store::Store`]), which takes the document from a
 //!    bounded cache or loads it from its snapshot and later changes.
 //! 3. Only when every document merged are the changes appended to the change log and the
-//!    document rows updated, in one SQLite transaction; the answer follows the commit.
+//!    document rows updated, in one savepoint of the writer thread's group transaction
+//!    (`store::writer`); the answer follows the group's commit.
 //! 4. The answer carries the server's heads per document and every change after the device's
 //!    cursor that it did not just upload, with the new cursor.
 //!
@@ -27,6 +28,7 @@
 //! (`bootstrap`).
 
 mod auth;
+mod blob_files;
 pub mod bootstrap;
 pub mod config;
 pub mod error;

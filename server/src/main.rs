@@ -1,5 +1,5 @@
 //! The `fieldcase-server` binary: reads the configuration, opens the store, binds and serves
-//! until SIGINT or SIGTERM.
+//! until SIGINT or SIGTERM; `fieldcase-server check` checks the database instead.
 
 // The first stdout line, `listening on ADDR`, is the contract with scripts and the e2e harness,
 // which read the bound port from it; everything else goes through tracing to stderr.
@@ -9,9 +9,10 @@ use std::io::{IsTerminal, Write};
 
 use anyhow::Context;
 use clap::Parser;
-use server::config::Config;
+use server::config::{Command, Config};
 use server::state::AppState;
-use server::store::{DATABASE_FILE, Store};
+use server::store::check::check_database;
+use server::store::{DATABASE_FILE, Store, StoreOptions};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -25,11 +26,15 @@ async fn main() -> anyhow::Result<()> {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
+    if let Some(Command::Check) = config.command {
+        return check(&config);
+    }
 
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let database = config.data_dir.join(DATABASE_FILE);
-    let store = Store::open(&database)
+    let options = StoreOptions { max_db_size: config.max_db_size };
+    let store = Store::open_with(&database, options)
         .with_context(|| format!("opening database {}", database.display()))?;
     let state = AppState::new(store, &config.data_dir).context("loading the server keys")?;
     server::bootstrap::prepare(&state, &config.data_dir, config.demo)
@@ -45,6 +50,19 @@ async fn main() -> anyhow::Result<()> {
 
     server::serve(listener, state, shutdown_signal()).await.context("serving")?;
     tracing::info!("shut down");
+    Ok(())
+}
+
+/// `fieldcase-server check`: prints the report as JSON; a failed check exits with status 1.
+fn check(config: &Config) -> anyhow::Result<()> {
+    let database = config.data_dir.join(DATABASE_FILE);
+    let report = check_database(&database)
+        .with_context(|| format!("checking database {}", database.display()))?;
+    println!("{}", serde_json::to_string(&report).context("encoding the report")?);
+    std::io::stdout().flush().context("flushing stdout")?;
+    if !report.passed() {
+        std::process::exit(1);
+    }
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! The HTTP routes, one module per area, and what every route shares.
 
 mod admin;
+pub(crate) mod blobs;
 mod documents;
 pub(crate) mod enroll;
 mod health;
@@ -19,6 +20,7 @@ pub(crate) fn router() -> Router<AppState> {
         .merge(token::router())
         .merge(enroll::router())
         .merge(sync::router())
+        .merge(blobs::router())
         .merge(documents::router())
         .merge(admin::router())
 }

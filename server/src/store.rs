@@ -1,36 +1,46 @@
 //! The durable store: the append-only change log and the document table in one SQLite file,
 //! with a bounded cache of loaded documents in front of it. The only module that contains SQL.
 //!
-//! One writer connection, used from `spawn_blocking` behind a std `Mutex`, serialises every
-//! merge: it takes the touched documents out of the cache, merges, writes everything in one
-//! transaction and puts the documents back only after `COMMIT`, so a change is acknowledged
-//! only once it is durable and a failed request leaves both the database and the cache as they
-//! were. Readers use a small pool of read-only connections and never wait for the writer (WAL).
+//! One writer thread (`writer`) owns the write connection and commits every job that waits in
+//! one transaction, a savepoint per job: it takes the touched documents out of the cache,
+//! merges, writes, and puts the documents back only after `COMMIT`, so a change is
+//! acknowledged only once it is durable and a failed job leaves both the database and the
+//! cache as they were. Readers use a small pool of read-only connections and never wait for
+//! the writer (WAL).
 
+pub(crate) mod blobs;
 mod cache;
-mod changes;
+pub(crate) mod changes;
+pub mod check;
+pub(crate) mod device_documents;
 pub(crate) mod devices;
 mod documents;
+pub(crate) mod idempotency;
 pub(crate) mod registry;
 mod schema;
 #[cfg(test)]
 mod tests;
+mod writer;
 
-use std::collections::HashSet;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
 
 use automerge::{ActorId, Automerge, Change, ChangeHash};
-use rusqlite::{Connection, Transaction, TransactionBehavior};
+use rusqlite::{Connection, Transaction};
 use sync_core::error::MergeError;
 use sync_core::ids::DocumentId;
 use sync_core::merge::merge_changes;
+use tokio::sync::oneshot;
 
 use crate::store::cache::DocumentCache;
-pub(crate) use crate::store::changes::{Feed, HistoryEntry};
+pub(crate) use crate::store::changes::HistoryEntry;
 pub(crate) use crate::store::documents::{DocumentSummary, StoredScope};
 use crate::store::documents::{DocumentWrite, Projection, Snapshot};
+pub(crate) use crate::store::writer::WriteContext;
+use crate::store::writer::{Reply, Work, WriteJob};
 
 /// The database file inside the data directory.
 pub const DATABASE_FILE: &str = "fieldcase.sqlite";
@@ -46,6 +56,10 @@ const IDLE_READERS: usize = 8;
 /// replays at most this many changes, while a sync that adds a few changes does not rewrite
 /// the whole document.
 pub(crate) const SNAPSHOT_INTERVAL: i64 = 64;
+
+/// 64 MiB: the stored change bytes one document may reach (SECURITY.md B-27); a larger
+/// record is a bug or an attack, and every load of it would cost that much.
+pub(crate) const MAX_DOCUMENT_BYTES: i64 = 64 * 1024 * 1024;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +103,15 @@ pub enum StoreError {
     /// The request is refused for a reason the client can act on; nothing was written.
     #[error(transparent)]
     Refused(#[from] Refusal),
+    /// A file of the store could not be written or a thread not started.
+    #[error("io: {0}")]
+    Io(String),
+    /// A write job panicked; the writer rolled it back.
+    #[error("a write job panicked; nothing of it was stored")]
+    JobPanicked,
+    /// The writer thread is gone (it only stops when the store is dropped).
+    #[error("the store's writer has stopped")]
+    WriterStopped,
     /// SQLite did not accept a pragma the store depends on.
     #[error("sqlite refused {pragma}: it answered {actual}")]
     Pragma {
@@ -111,6 +134,12 @@ pub enum Refusal {
     /// The object named in the path does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// The same idempotency key was used with another body.
+    #[error("idempotency key {0:?} was used with another body; nothing was stored")]
+    IdempotencyConflict(String),
+    /// The document would pass its quota of stored change bytes.
+    #[error("{0}")]
+    DocumentQuota(String),
     /// The enrollment code is unknown, used or expired.
     #[error("the enrollment code is unknown, already used or expired")]
     InvalidEnrollmentCode,
@@ -171,7 +200,7 @@ impl Visibility {
     }
 
     /// The SQL parameters: (sees everything, township to match).
-    fn sql(&self) -> (bool, Option<&str>) {
+    pub(crate) fn sql(&self) -> (bool, Option<&str>) {
         match self {
             Self::All => (true, None),
             Self::Township(township) => (false, township.as_deref()),
@@ -198,16 +227,26 @@ pub(crate) struct MergedDocument {
     pub(crate) stored: usize,
 }
 
+/// How to open the store.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StoreOptions {
+    /// An operator quota on the database file, in bytes (SQLite `max_page_count` on the
+    /// writer): writes past it fail with `storage_full` while reads go on.
+    pub max_db_size: Option<u64>,
+}
+
 /// The change log and documents of one server, shared by every request.
 ///
-/// Shared behind an `Arc`. Every method but [`Store::open`] (called once at startup) blocks on
-/// SQLite or Automerge work and must run in `spawn_blocking`, never on an async worker thread.
+/// Shared behind an `Arc`. Every method but [`Store::open`] (called once at startup) and
+/// [`Store::submit`] blocks on SQLite or Automerge work and must run in `spawn_blocking`,
+/// never on an async worker thread.
 pub struct Store {
     path: PathBuf,
-    // A std `Mutex`: it is only locked on blocking threads and never across `.await`.
-    writer: Mutex<Connection>,
+    // Invariant: `Some` until drop, which closes it so that the writer thread ends.
+    jobs: Option<Sender<Box<dyn WriteJob>>>,
+    writer: Option<JoinHandle<()>>,
     idle_readers: Mutex<Vec<Connection>>,
-    cache: DocumentCache,
+    cache: Arc<DocumentCache>,
 }
 
 impl Store {
@@ -217,92 +256,92 @@ impl Store {
     /// Fails when the file cannot be opened or written, when WAL mode is refused, or when a
     /// newer build has migrated the schema past what this build knows.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let writer = schema::open_writer(path)?;
+        Self::open_with(path, StoreOptions::default())
+    }
+
+    /// Opens the database at `path` with `options`, and starts the writer thread.
+    ///
+    /// # Errors
+    /// As [`Store::open`], and when the thread cannot be started.
+    pub fn open_with(path: &Path, options: StoreOptions) -> Result<Self, StoreError> {
+        let connection = schema::open_writer(path, options.max_db_size)?;
+        let cache = Arc::new(DocumentCache::new(CACHE_CAPACITY));
+        let (sender, receiver) = mpsc::channel::<Box<dyn WriteJob>>();
+        let writer_cache = Arc::clone(&cache);
+        let writer = std::thread::Builder::new()
+            .name("fieldcase-writer".to_owned())
+            .spawn(move || writer::run(connection, &receiver, &writer_cache))
+            .map_err(|err| StoreError::Io(err.to_string()))?;
         Ok(Self {
             path: path.to_owned(),
-            writer: Mutex::new(writer),
+            jobs: Some(sender),
+            writer: Some(writer),
             idle_readers: Mutex::new(Vec::new()),
-            cache: DocumentCache::new(CACHE_CAPACITY),
+            cache,
         })
     }
 
-    /// Merges every upload and stores the new changes, all or nothing.
-    ///
-    /// Each document comes from the cache, else from the store, else starts empty; its new
-    /// changes are merged in one call. Only when every document merged are the changes and
-    /// the document rows written, in one transaction; only after it commits do the documents
-    /// go back into the cache. On any error nothing is written, and the documents this call
-    /// took out of the cache are dropped, to be reloaded from the untouched store.
+    /// The database file.
+    #[cfg(test)]
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `work` as one job of the writer's next group and awaits its answer, which comes
+    /// only after the group committed.
+    pub(crate) async fn submit<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut WriteContext<'_>) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        // A dropped reply means the job panicked; the writer rolled it back.
+        self.enqueue(work)?.await.map_err(|_| StoreError::JobPanicked)?
+    }
+
+    /// Queues `work` for the writer and returns where its answer will arrive.
+    pub(crate) fn enqueue<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut WriteContext<'_>) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<oneshot::Receiver<Result<T, StoreError>>, StoreError> {
+        let (sender, receiver) = oneshot::channel();
+        self.send(Box::new(Work::new(work, Reply::Async(sender))))?;
+        Ok(receiver)
+    }
+
+    /// Runs `work` as one job of the writer, blocking until the group it joined committed.
+    pub(crate) fn write_job<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut WriteContext<'_>) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (sender, receiver) = mpsc::sync_channel(1);
+        self.send(Box::new(Work::new(work, Reply::Blocking(sender))))?;
+        receiver.recv().map_err(|_| StoreError::JobPanicked)?
+    }
+
+    /// Runs `write` on the writer connection inside one committed transaction.
+    pub(crate) fn write<T: Send + 'static>(
+        &self,
+        write: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.write_job(move |context| write(context.connection()))
+    }
+
+    fn send(&self, job: Box<dyn WriteJob>) -> Result<(), StoreError> {
+        let jobs = self.jobs.as_ref().ok_or(StoreError::WriterStopped)?;
+        jobs.send(job).map_err(|_| StoreError::WriterStopped)
+    }
+
+    /// Merges every upload and stores the new changes, all or nothing (one writer job).
     ///
     /// # Errors
-    /// [`StoreError::Merge`] when a document refuses its changes, [`StoreError::DuplicateChange`]
-    /// when a change is stored under another document, [`StoreError::Sqlite`] when the commit
-    /// fails (a full disk among others).
+    /// As [`merge_uploads_in`].
+    #[cfg(test)]
     pub(crate) fn merge_uploads(
         &self,
         uploads: Vec<DocumentUpload>,
         received_at: i64,
-        policy: &dyn UploadPolicy,
+        policy: impl UploadPolicy + Send + 'static,
     ) -> Result<Vec<MergedDocument>, StoreError> {
-        let mut writer = lock(&self.writer);
-        let mut working: Vec<WorkingDocument> = Vec::with_capacity(uploads.len());
-        for upload in uploads {
-            let stored = documents::stored_scope(&writer, upload.doc_id)?;
-            if let Some(stored) = &stored {
-                policy.check_existing(upload.doc_id, stored)?;
-            }
-            // The same document twice merges into the copy already taken, never into a second
-            // copy loaded from the store (which would lack the first upload's changes).
-            let position = match working.iter().position(|item| item.doc_id == upload.doc_id) {
-                Some(position) => position,
-                None => {
-                    let doc = match self.cache.take(upload.doc_id) {
-                        Some(doc) => doc,
-                        None => documents::load(&writer, upload.doc_id)?
-                            .unwrap_or_else(documents::empty_document),
-                    };
-                    working.push(WorkingDocument::new(upload.doc_id, doc, stored.is_none()));
-                    working.len() - 1
-                }
-            };
-            let item = &mut working[position];
-            let new_changes = merge_changes(&mut item.doc, upload.doc_id, upload.changes)?;
-            item.new_changes.extend(new_changes);
-        }
-
-        // Every check before the first write: actors of every new change, then the scope of
-        // every document this upload creates.
-        for item in &working {
-            for change in &item.new_changes {
-                policy.check_actor(change.actor_id())?;
-            }
-            if item.created && !item.new_changes.is_empty() {
-                policy.check_created(item.doc_id, &item.doc)?;
-            }
-        }
-
-        let tx = writer.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        for item in &mut working {
-            item.write(&tx, received_at, policy.attribution())?;
-        }
-        tx.commit()?;
-
-        // Still under the writer lock: a later merge must find these documents in the cache
-        // or load them from the committed store, never find an older copy put back late.
-        Ok(working.into_iter().map(|item| item.into_merged(&self.cache)).collect())
-    }
-
-    /// The feed after `cursor` without the changes in `skip`, up to about `byte_budget` bytes
-    /// of changes, read in one read transaction.
-    pub(crate) fn feed_after(
-        &self,
-        cursor: u64,
-        skip: &HashSet<ChangeHash>,
-        byte_budget: usize,
-        visibility: &Visibility,
-    ) -> Result<Feed, StoreError> {
-        let (all, township) = visibility.sql();
-        self.read(|tx| changes::feed_after(tx, cursor, skip, byte_budget, all, township))
+        self.write_job(move |context| merge_uploads_in(context, uploads, received_at, &policy))
     }
 
     /// The current state of a document, from the cache or loaded from the store.
@@ -333,18 +372,6 @@ impl Store {
         doc_id: DocumentId,
     ) -> Result<Option<StoredScope>, StoreError> {
         self.read(|tx| documents::stored_scope(tx, doc_id))
-    }
-
-    /// Runs `write` in one immediate transaction on the writer connection and commits it.
-    pub(crate) fn write<T>(
-        &self,
-        write: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        let mut writer = lock(&self.writer);
-        let tx = writer.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let value = write(&tx)?;
-        tx.commit()?;
-        Ok(value)
     }
 
     /// A document's changes in feed order, or `None` for an unknown document.
@@ -389,6 +416,77 @@ impl Store {
     }
 }
 
+impl Drop for Store {
+    fn drop(&mut self) {
+        // Closing the channel ends the writer thread once it has answered every job; joining
+        // it closes the write connection before a reopen of the same file.
+        self.jobs = None;
+        if let Some(writer) = self.writer.take()
+            && writer.join().is_err()
+        {
+            tracing::error!("the writer thread panicked");
+        }
+    }
+}
+
+/// Merges every upload and writes the new changes, inside the caller's writer job.
+///
+/// Each document comes from the group, the cache, the store or starts empty; its new changes
+/// are merged in one call. Every check (scope, actors, quota) runs before the first write;
+/// any error leaves the job's savepoint to be rolled back, and the documents it took are
+/// dropped, to be reloaded from the untouched store. The merged documents are staged for
+/// the cache, which they reach only after `COMMIT`.
+///
+/// # Errors
+/// [`StoreError::Merge`] when a document refuses its changes, [`StoreError::DuplicateChange`]
+/// when a change is stored under another document, [`StoreError::Refused`] for a policy or
+/// quota refusal, [`StoreError::Sqlite`] when a write fails (a full disk among others).
+pub(crate) fn merge_uploads_in(
+    context: &mut WriteContext<'_>,
+    uploads: Vec<DocumentUpload>,
+    received_at: i64,
+    policy: &dyn UploadPolicy,
+) -> Result<Vec<MergedDocument>, StoreError> {
+    let mut working: Vec<WorkingDocument> = Vec::with_capacity(uploads.len());
+    for upload in uploads {
+        let stored = documents::stored_scope(context.connection(), upload.doc_id)?;
+        if let Some(stored) = &stored {
+            policy.check_existing(upload.doc_id, stored)?;
+        }
+        // The same document twice merges into the copy already taken, never into a second
+        // copy loaded from the store (which would lack the first upload's changes).
+        let position = match working.iter().position(|item| item.doc_id == upload.doc_id) {
+            Some(position) => position,
+            None => {
+                let doc =
+                    context.take_document(upload.doc_id)?.unwrap_or_else(documents::empty_document);
+                working.push(WorkingDocument::new(upload.doc_id, doc, stored.is_none()));
+                working.len() - 1
+            }
+        };
+        let item = &mut working[position];
+        let new_changes = merge_changes(&mut item.doc, upload.doc_id, upload.changes)?;
+        item.new_changes.extend(new_changes);
+    }
+
+    // Every check before the first write: actors of every new change, the scope of every
+    // document this upload creates, and every document's quota.
+    for item in &mut working {
+        for change in &item.new_changes {
+            policy.check_actor(change.actor_id())?;
+        }
+        if item.created && !item.new_changes.is_empty() {
+            policy.check_created(item.doc_id, &item.doc)?;
+        }
+        item.check_quota(context.connection())?;
+    }
+
+    for item in &mut working {
+        item.write(context.connection(), received_at, policy.attribution())?;
+    }
+    Ok(working.into_iter().map(|item| item.into_merged(context)).collect())
+}
+
 /// A document taken out of the cache for one merge.
 struct WorkingDocument {
     doc_id: DocumentId,
@@ -403,51 +501,76 @@ impl WorkingDocument {
         Self { doc_id, doc, new_changes: Vec::new(), created }
     }
 
-    /// Appends the new changes and updates the document's row, inside the caller's transaction.
+    /// Refuses the upload when the document's stored change bytes would pass the quota.
+    fn check_quota(&mut self, connection: &Connection) -> Result<(), StoreError> {
+        let added: usize = self.new_changes.iter_mut().map(|change| change.bytes().len()).sum();
+        if added == 0 {
+            return Ok(());
+        }
+        let stored = documents::change_bytes(connection, self.doc_id)?;
+        let total = stored.saturating_add(i64::try_from(added).unwrap_or(i64::MAX));
+        if total > MAX_DOCUMENT_BYTES {
+            return Err(Refusal::DocumentQuota(format!(
+                "document {} would hold {total} bytes of changes; at most {MAX_DOCUMENT_BYTES} \
+                 are accepted; nothing was stored",
+                self.doc_id
+            ))
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Appends the new changes, updates the document's row and projects its evidence blobs,
+    /// inside the caller's savepoint.
     fn write(
         &mut self,
-        tx: &Transaction<'_>,
+        connection: &Connection,
         received_at: i64,
         attribution: &Attribution,
     ) -> Result<(), StoreError> {
         if self.new_changes.is_empty() {
             return Ok(());
         }
-        let previous_snapshot_seq = documents::snapshot_seq(tx, self.doc_id)?;
+        let previous_snapshot_seq = documents::snapshot_seq(connection, self.doc_id)?;
         let mut feed_seq = 0;
+        let mut added_bytes = 0;
         for change in &mut self.new_changes {
-            feed_seq = changes::insert(tx, self.doc_id, change, received_at, attribution)?;
+            feed_seq = changes::insert(connection, self.doc_id, change, received_at, attribution)?;
+            added_bytes += change.bytes().len();
         }
         let snapshot_due = match previous_snapshot_seq {
             // A new document gets its first snapshot at once.
             None => true,
             Some(snapshot_seq) => {
-                changes::count_after(tx, self.doc_id, snapshot_seq)? >= SNAPSHOT_INTERVAL
+                changes::count_after(connection, self.doc_id, snapshot_seq)? >= SNAPSHOT_INTERVAL
             }
         };
         let snapshot = snapshot_due.then(|| Snapshot { bytes: self.doc.save(), feed_seq });
+        let projection = Projection::of(&self.doc);
         documents::upsert(
-            tx,
+            connection,
             DocumentWrite {
                 doc_id: self.doc_id,
-                projection: &Projection::of(&self.doc),
+                projection: &projection,
                 heads: &self.doc.get_heads(),
                 snapshot,
                 feed_seq,
                 added: i64::try_from(self.new_changes.len()).expect("a batch is far below 2^63"),
+                added_bytes: i64::try_from(added_bytes).expect("an upload is far below 2^63"),
                 now: received_at,
             },
-        )
+        )?;
+        blobs::link_document(connection, self.doc_id, projection.evidence())
     }
 
-    /// The merge outcome; the document goes back into the cache if it exists in the store.
-    fn into_merged(self, cache: &DocumentCache) -> MergedDocument {
+    /// The merge outcome; the document is staged for the cache if it exists in the store.
+    fn into_merged(self, context: &mut WriteContext<'_>) -> MergedDocument {
         let heads = self.doc.get_heads();
         let merged = MergedDocument { doc_id: self.doc_id, heads, stored: self.new_changes.len() };
         // An empty document is not stored (an upload of no changes for an unknown id), and
         // caching it would make the unknown document look like an existing one.
         if !merged.heads.is_empty() {
-            cache.put(self.doc_id, self.doc);
+            context.stage_document(self.doc_id, self.doc);
         }
         merged
     }

@@ -2,6 +2,8 @@
 //! all-or-nothing uploads, replays, the feed a second device receives, and identity: enrollment,
 //! DPoP-bound tokens, live revocation, scope, attribution and the admin API.
 //!
+//! `resync` holds the tests of issue 4: idempotent syncs, evidence blobs, eviction.
+//!
 //! Every test starts from the demo registry (`bootstrap::prepare` with `demo`) and talks as
 //! enrolled devices whose keys sign a fresh proof for every request.
 
@@ -28,6 +30,8 @@ use crate::state::AppState;
 use crate::store::devices;
 use crate::store::registry::{self, Author};
 use crate::{bootstrap, router};
+
+mod resync;
 
 const HOST: &str = "fieldcase.test";
 const CHENGGUAN: &str = "t-chengguan";

@@ -12,7 +12,7 @@ use cli::client::{Client, RawResponse};
 use serde_json::Value;
 use sync_core::ids::DocumentId;
 use sync_core::protocol::{CONTENT_TYPE, DocUpload, SyncRequest};
-use sync_core::records::{InspectionRecord, Party, Site, create_document};
+use sync_core::records::{Evidence, InspectionRecord, Party, Site, create_document};
 use tempfile::TempDir;
 
 use crate::jose::TestKey;
@@ -100,24 +100,33 @@ pub(crate) struct TestServer {
     url: String,
     data_dir: TempDir,
     demo: Option<Demo>,
+    /// Extra flags, passed again on every restart.
+    args: Vec<String>,
 }
 
 impl TestServer {
     /// Starts the server on port 0 and waits for its `listening on ADDR` line.
     pub(crate) fn spawn() -> Self {
         let data_dir = tempfile::tempdir().expect("temp data dir");
-        let (child, url) = start(data_dir.path(), false);
-        Self { child: Some(child), url, data_dir, demo: None }
+        let (child, url) = start(data_dir.path(), false, &[]);
+        Self { child: Some(child), url, data_dir, demo: None, args: Vec::new() }
     }
 
     /// Starts the server with `--demo` and reads the seeded registry from `demo.json`.
     pub(crate) fn spawn_demo() -> Self {
+        Self::spawn_demo_with(&[])
+    }
+
+    /// [`Self::spawn_demo`] with extra server flags (`--max-db-size`, ...), which every
+    /// [`Self::restart`] passes again.
+    pub(crate) fn spawn_demo_with(args: &[&str]) -> Self {
+        let args: Vec<String> = args.iter().map(|arg| (*arg).to_owned()).collect();
         let data_dir = tempfile::tempdir().expect("temp data dir");
-        let (child, url) = start(data_dir.path(), true);
+        let (child, url) = start(data_dir.path(), true, &args);
         let demo_json = std::fs::read(data_dir.path().join("demo.json"))
             .expect("--demo writes demo.json before the listening line");
         let demo = Demo::parse(&serde_json::from_slice(&demo_json).expect("demo.json is JSON"));
-        Self { child: Some(child), url, data_dir, demo: Some(demo) }
+        Self { child: Some(child), url, data_dir, demo: Some(demo), args }
     }
 
     /// The demo registry; panics for a server started without `--demo`.
@@ -125,7 +134,8 @@ impl TestServer {
         self.demo.as_ref().expect("a server started with spawn_demo")
     }
 
-    /// Stops the server; its data dir stays for [`Self::restart`].
+    /// Stops the server with SIGKILL (`Child::kill` on Unix), as a crash or a power cut would:
+    /// no shutdown code runs. Its data dir stays for [`Self::restart`].
     pub(crate) fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -133,12 +143,38 @@ impl TestServer {
         }
     }
 
-    /// Starts the server again on the same data dir (on a new port).
+    /// Starts the server again on the same data dir (on a new port), killing it first if it
+    /// runs.
     pub(crate) fn restart(&mut self) {
         self.stop();
-        let (child, url) = start(self.data_dir.path(), self.demo.is_some());
+        let (child, url) = start(self.data_dir.path(), self.demo.is_some(), &self.args);
         self.child = Some(child);
         self.url = url;
+    }
+
+    /// [`Self::restart`] with other extra flags, kept for later restarts.
+    pub(crate) fn restart_with(&mut self, args: &[&str]) {
+        self.args = args.iter().map(|arg| (*arg).to_owned()).collect();
+        self.restart();
+    }
+
+    /// Runs `fieldcase-server check --data-dir DIR` on this server's data dir.
+    #[track_caller]
+    pub(crate) fn check(&self) -> CheckOutcome {
+        let output = Command::new(bin_path("fieldcase-server"))
+            .arg("check")
+            .arg("--data-dir")
+            .arg(self.data_dir.path())
+            .output()
+            .expect("run fieldcase-server check");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let report = serde_json::from_str(&stdout).unwrap_or_else(|err| {
+            panic!(
+                "check printed no JSON report ({err}): {stdout}{}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
+        CheckOutcome { success: output.status.success(), report }
     }
 
     /// The base URL, `http://127.0.0.1:PORT`.
@@ -179,8 +215,27 @@ impl TestServer {
     }
 }
 
+/// What `fieldcase-server check` said about a data dir.
+#[derive(Debug)]
+pub(crate) struct CheckOutcome {
+    /// It exited with status 0.
+    pub(crate) success: bool,
+    /// `{"integrity", "documents", "changes", "mismatches"}`.
+    pub(crate) report: Value,
+}
+
+impl CheckOutcome {
+    /// Asserts a clean report: exit 0, `integrity` ok, no mismatches.
+    #[track_caller]
+    pub(crate) fn assert_clean(&self) {
+        assert!(self.success, "check exited non-zero: {}", self.report);
+        assert_eq!(self.report["integrity"], "ok", "{}", self.report);
+        assert_eq!(self.report["mismatches"], serde_json::json!([]), "{}", self.report);
+    }
+}
+
 /// Starts `fieldcase-server` on port 0 in `data_dir`; returns it with its base URL.
-fn start(data_dir: &Path, demo: bool) -> (Child, String) {
+fn start(data_dir: &Path, demo: bool, args: &[String]) -> (Child, String) {
     let stderr =
         if std::env::var_os("TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() };
     let mut command = Command::new(bin_path("fieldcase-server"));
@@ -188,6 +243,7 @@ fn start(data_dir: &Path, demo: bool) -> (Child, String) {
     if demo {
         command.arg("--demo");
     }
+    command.args(args);
     let mut child =
         command.stdout(Stdio::piped()).stderr(stderr).spawn().expect("start fieldcase-server");
     let stdout = child.stdout.take().expect("piped stdout");
@@ -239,6 +295,78 @@ impl Enrolled {
     pub(crate) fn session_client(&self) -> Client {
         Client::new(&self.url)
     }
+
+    /// The same key talking to `server` at its current URL (after a restart).
+    pub(crate) fn reconnect(&mut self, server: &TestServer) {
+        self.url = server.url().to_owned();
+        self.session = session_at(&self.url, self.key.pkcs8());
+    }
+}
+
+/// A fresh in-memory session of the device key `pkcs8` with the server at `url`.
+pub(crate) fn session_at(url: &str, pkcs8: &[u8]) -> Session {
+    Session::new(Client::new(url), DeviceKey::from_pkcs8_der(pkcs8).expect("a P-256 PKCS#8 key"))
+}
+
+/// An authenticated request with `headers` besides the credentials (`Idempotency-Key`,
+/// `Upload-Offset`, ...), which `Session::send` does not take: the session's token and a proof
+/// by its key with a fresh nonce, retried once on `use_dpop_nonce`.
+pub(crate) fn send_with_headers(
+    session: &mut Session,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<RawResponse, cli::client::ClientError> {
+    let token = session.access_token()?;
+    let authorization = format!("DPoP {token}");
+    let htu = session.client().url(path);
+    let mut nonce = session.client().nonce()?;
+    let mut retried = false;
+    loop {
+        let proof = session.key().proof(method, &htu, Some(&token), Some(&nonce));
+        let mut all_headers = vec![("authorization", authorization.as_str()), ("dpop", &proof)];
+        all_headers.extend_from_slice(headers);
+        let response = session.client().request_raw(method, path, &all_headers, body.to_vec())?;
+        if response.status == 401
+            && !retried
+            && response.error_code().as_deref() == Some("use_dpop_nonce")
+            && let Some(fresh) = response.header("dpop-nonce")
+        {
+            nonce = fresh.to_owned();
+            retried = true;
+            continue;
+        }
+        return Ok(response);
+    }
+}
+
+/// The `Idempotency-Key` a device puts on `body`: base64url(SHA-256(body)).
+pub(crate) fn idempotency_key(body: &[u8]) -> String {
+    crate::jose::b64_sha256(body)
+}
+
+/// `POST /v1/sync` of `body` with `Idempotency-Key: key`; returns the raw answer.
+#[track_caller]
+pub(crate) fn upload_with_key(session: &mut Session, body: &[u8], key: &str) -> RawResponse {
+    send_with_headers(
+        session,
+        "POST",
+        "/v1/sync",
+        &[("content-type", CONTENT_TYPE), ("accept", CONTENT_TYPE), ("idempotency-key", key)],
+        body,
+    )
+    .expect("the server answers")
+}
+
+/// Hex SHA-256, as evidence items name their blobs.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(bytes);
+    digest.iter().fold(String::new(), |mut out, byte| {
+        write!(out, "{byte:02x}").expect("write to string");
+        out
+    })
 }
 
 /// A fresh nonce from `GET /v1/nonce`.
@@ -331,6 +459,27 @@ impl Device {
             .to_owned()
     }
 
+    /// Opens an inspection of `matter` with the CLI, with `other_officer` present besides the
+    /// device's own officer; returns its id.
+    #[track_caller]
+    pub(crate) fn new_inspection(&self, matter: &str, other_officer: &str) -> String {
+        let created = self.json(&[
+            "inspection",
+            "new",
+            "--matter",
+            matter,
+            "--party-name",
+            "张三五金店",
+            "--party-id",
+            "91330100MA2KXXXX1Q",
+            "--site",
+            "镇南路 8 号仓库",
+            "--officer",
+            other_officer,
+        ]);
+        created["id"].as_str().expect("new --json prints the id").to_owned()
+    }
+
     /// Writes a file into the device's home, as a camera would.
     pub(crate) fn write_file(&self, name: &str, bytes: &[u8]) -> String {
         let path = self.home.path().join(name);
@@ -367,6 +516,16 @@ pub(crate) struct HandMade {
 impl HandMade {
     /// A new inspection record of `matter` in `township`, written by `actor` (32 hex).
     pub(crate) fn inspection(actor: &str, township: &str, matter: &str) -> Self {
+        Self::inspection_with_evidence(actor, township, matter, Vec::new())
+    }
+
+    /// [`Self::inspection`] created with `evidence` items already in it.
+    pub(crate) fn inspection_with_evidence(
+        actor: &str,
+        township: &str,
+        matter: &str,
+        evidence: Vec<Evidence>,
+    ) -> Self {
         let id = DocumentId::from_bytes(crate::jose::random_bytes::<16>());
         let party = Party {
             kind: "legal".to_owned(),
@@ -378,6 +537,7 @@ impl HandMade {
         let mut record =
             InspectionRecord::new(id.to_string(), matter.to_owned(), party, site, now_ms);
         record.township = township.to_owned();
+        record.evidence = evidence;
         let actor = ActorId::from_str(actor).expect("actor ids are hex");
         let doc = create_document(&actor, &record, now_ms).expect("create the document");
         Self { id, doc }
@@ -454,7 +614,8 @@ pub(crate) fn upload(session: &mut Session, body: Vec<u8>) -> RawResponse {
 /// Asserts an error answer: status, `error.code` and a human message.
 #[track_caller]
 pub(crate) fn assert_error(response: &RawResponse, status: u16, code: &str) {
-    let body = String::from_utf8_lossy(&response.body);
+    // A binary sync answer where an error was expected is shown cut short.
+    let body: String = String::from_utf8_lossy(&response.body).chars().take(500).collect();
     assert_eq!(response.status, status, "expected {status} {code}, got {body}");
     let error: Value = serde_json::from_slice(&response.body)
         .unwrap_or_else(|err| panic!("a JSON error body, got {body:?}: {err}"));

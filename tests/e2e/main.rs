@@ -3,9 +3,13 @@
 //! Build the binaries first: `cargo build --workspace --bins && cargo test --workspace`.
 
 mod auth;
+mod blobs;
+mod crash;
 mod errors;
 mod harness;
 mod jose;
+mod resync;
 mod scope;
+mod storage;
 mod sync;
 mod tidy;

@@ -2,41 +2,18 @@
 
 use serde_json::{Value, json};
 
-use crate::harness::{Device, TestServer, actor_of};
+use crate::harness::{Device, TestServer, actor_of, sha256_hex};
 
 /// Opens an inspection of the demo's entrusted matter on an enrolled device, with
 /// `other_officer` present besides the device's own officer.
 fn new_inspection(server: &TestServer, device: &Device, other_officer: &str) -> String {
-    let created = device.json(&[
-        "inspection",
-        "new",
-        "--matter",
-        &server.demo().entrusted,
-        "--party-name",
-        "张三五金店",
-        "--party-id",
-        "91330100MA2KXXXX1Q",
-        "--site",
-        "镇南路 8 号仓库",
-        "--officer",
-        other_officer,
-    ]);
-    created["id"].as_str().expect("new --json prints the id").to_owned()
+    device.new_inspection(&server.demo().entrusted, other_officer)
 }
 
 /// Two devices of the two officers of the demo's first township, enrolled with their codes.
 fn two_enrolled_devices(server: &TestServer) -> ((Device, Value), (Device, Value)) {
     let officers = &server.demo().officers;
     (Device::enrolled(server, &officers[0].code), Device::enrolled(server, &officers[1].code))
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    let digest = <sha2::Sha256 as sha2::Digest>::digest(bytes);
-    digest.iter().fold(String::new(), |mut out, byte| {
-        write!(out, "{byte:02x}").expect("write to string");
-        out
-    })
 }
 
 #[test]

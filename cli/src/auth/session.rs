@@ -6,6 +6,10 @@
 //! nonce; a 401 `token_expired` or `token_revoked` drops the token, mints a new one and retries
 //! once. A session opened on a home keeps the token and the nonce in `<home>/session.json`
 //! (mode 0600), so the next command reuses them.
+//!
+//! A sync upload carries an `Idempotency-Key` derived from its body, so that a body retried after
+//! a lost answer gets the stored answer; the evidence blob calls ([`Session::blob_status`],
+//! [`Session::put_blob_chunk`], [`Session::get_blob`]) follow docs/sync.md.
 
 use std::fmt;
 use std::fs;
@@ -17,7 +21,11 @@ use serde_json::json;
 use sync_core::protocol::{CONTENT_TYPE, SyncRequest, SyncResponse};
 
 use crate::auth::{AuthError, DeviceKey, write_private};
-use crate::client::{Client, ClientError, RawResponse, Traffic, paths};
+use crate::client::{
+    BLOB_RESPONSE_LIMIT, BlobStatus, Client, ClientError, IDEMPOTENCY_KEY, OCTET_STREAM,
+    RawResponse, SYNC_RESPONSE_LIMIT, Traffic, UPLOAD_LENGTH, UPLOAD_OFFSET, idempotency_key,
+    paths,
+};
 
 /// File name of the session cache under the home.
 pub const SESSION_FILE: &str = "session.json";
@@ -179,15 +187,27 @@ impl Session {
         content_type: Option<&str>,
         body: Vec<u8>,
     ) -> Result<RawResponse, ClientError> {
-        Ok(self.send_counted(method, path, content_type, JSON, &body)?.0)
+        let mut headers = vec![("accept", JSON)];
+        headers.extend(content_type.map(|content_type| ("content-type", content_type)));
+        Ok(self.send_counted(method, path, &headers, &body, SYNC_RESPONSE_LIMIT)?.0)
     }
 
     /// One authenticated sync round trip (`POST /v1/sync`).
+    ///
+    /// A request that uploads changes carries `Idempotency-Key: base64url(SHA-256(body))`, so
+    /// that the same body sent again (after an answer lost on the way) gets the stored answer
+    /// and stores nothing twice. A request that only downloads carries none: it stores nothing,
+    /// and a stored answer would hide every change that reached the server since.
     pub fn sync(&mut self, request: &SyncRequest) -> Result<(SyncResponse, Traffic), ClientError> {
         let body = request.encode();
         let bytes_up = body.len() as u64;
+        let key = idempotency_key(&body);
+        let mut headers = vec![("accept", CONTENT_TYPE), ("content-type", CONTENT_TYPE)];
+        if !request.docs.is_empty() {
+            headers.push((IDEMPOTENCY_KEY, key.as_str()));
+        }
         let (raw, bytes_down) =
-            self.send_counted("POST", paths::SYNC, Some(CONTENT_TYPE), CONTENT_TYPE, &body)?;
+            self.send_counted("POST", paths::SYNC, &headers, &body, SYNC_RESPONSE_LIMIT)?;
         let status = raw.status;
         let body = raw.into_body()?;
         let response = SyncResponse::decode(&body)
@@ -211,13 +231,57 @@ impl Session {
         self.send("POST", path, Some(JSON), body)?.into_json()
     }
 
+    /// How much of an evidence blob the server holds (`GET /v1/blobs/{sha256}/upload`).
+    pub fn blob_status(&mut self, sha256: &str) -> Result<BlobStatus, ClientError> {
+        let raw = self.send("GET", &paths::blob_upload(sha256), None, Vec::new())?;
+        let status = raw.status;
+        BlobStatus::from_json(status, &raw.into_json()?)
+    }
+
+    /// Sends the chunk of an evidence blob that starts at `offset` (`PUT /v1/blobs/{sha256}`
+    /// with `Upload-Offset` and `Upload-Length: total`); returns what the server holds after it.
+    ///
+    /// An offset other than the server's answers [`ClientError::Api`] with code
+    /// `upload_offset_mismatch`: read [`Self::blob_status`] again and continue from there.
+    pub fn put_blob_chunk(
+        &mut self,
+        sha256: &str,
+        offset: u64,
+        total: u64,
+        bytes: &[u8],
+    ) -> Result<BlobStatus, ClientError> {
+        let offset = offset.to_string();
+        let total = total.to_string();
+        let headers = [
+            ("accept", JSON),
+            ("content-type", OCTET_STREAM),
+            (UPLOAD_OFFSET, offset.as_str()),
+            (UPLOAD_LENGTH, total.as_str()),
+        ];
+        let (raw, _) =
+            self.send_counted("PUT", &paths::blob(sha256), &headers, bytes, SYNC_RESPONSE_LIMIT)?;
+        let status = raw.status;
+        BlobStatus::from_json(status, &raw.into_json()?)
+    }
+
+    /// The bytes of an evidence blob (`GET /v1/blobs/{sha256}`), at most 1 GiB; the caller
+    /// verifies their hash.
+    pub fn get_blob(&mut self, sha256: &str) -> Result<Vec<u8>, ClientError> {
+        let headers = [("accept", OCTET_STREAM)];
+        let (raw, _) =
+            self.send_counted("GET", &paths::blob(sha256), &headers, &[], BLOB_RESPONSE_LIMIT)?;
+        raw.into_body()
+    }
+
+    /// Sends an authenticated request with `headers` (besides the credentials) and an answer
+    /// of at most `limit` bytes.
     fn send_counted(
         &mut self,
         method: &str,
         path: &str,
-        content_type: Option<&str>,
-        accept: &str,
+        headers: &[(&str, &str)],
         body: &[u8],
+        limit: u64,
     ) -> Result<(RawResponse, u64), ClientError> {
         let htu = self.client.url(path);
         let mut nonce_retried = false;
@@ -227,13 +291,10 @@ impl Session {
             let nonce = self.nonce()?;
             let proof = self.key.proof(method, &htu, Some(&token), Some(&nonce));
             let authorization = format!("DPoP {token}");
-            let mut headers = vec![
-                ("authorization", authorization.as_str()),
-                ("dpop", &proof),
-                ("accept", accept),
-            ];
-            headers.extend(content_type.map(|content_type| ("content-type", content_type)));
-            let (raw, wire_length) = self.exchange(method, path, &headers, body.to_vec())?;
+            let mut all_headers = vec![("authorization", authorization.as_str()), ("dpop", &proof)];
+            all_headers.extend_from_slice(headers);
+            let (raw, wire_length) =
+                self.exchange(method, path, &all_headers, body.to_vec(), limit)?;
             if raw.status == 401 {
                 match raw.error_code().as_deref() {
                     Some("use_dpop_nonce") if !nonce_retried => {
@@ -269,7 +330,8 @@ impl Session {
             let proof = self.key.proof(method, &htu, None, Some(&nonce));
             let mut headers = vec![("dpop", proof.as_str()), ("accept", JSON)];
             headers.extend(content_type.map(|content_type| ("content-type", content_type)));
-            let (raw, _) = self.exchange(method, path, &headers, body.to_vec())?;
+            let (raw, _) =
+                self.exchange(method, path, &headers, body.to_vec(), SYNC_RESPONSE_LIMIT)?;
             if raw.status == 401
                 && !nonce_retried
                 && raw.error_code().as_deref() == Some("use_dpop_nonce")
@@ -288,8 +350,9 @@ impl Session {
         path: &str,
         headers: &[(&str, &str)],
         body: Vec<u8>,
+        limit: u64,
     ) -> Result<(RawResponse, u64), ClientError> {
-        let (raw, wire_length) = self.client.request_counted(method, path, headers, body)?;
+        let (raw, wire_length) = self.client.request_limited(method, path, headers, body, limit)?;
         match raw.header("dpop-nonce") {
             Some(nonce) if self.cache.nonce.as_deref() != Some(nonce) => {
                 self.cache.nonce = Some(nonce.to_owned());

@@ -10,13 +10,20 @@
 //! carries the actor the server allocated to it, every new record is checked offline against
 //! the master data (scope, certificate, entrustment) and takes its township from it, and `sync`
 //! authenticates every call with the device key ([`Session`]).
+//!
+//! Evidence bytes are content-addressed blobs: `evidence add` keeps them under the home until
+//! `sync` uploads them ([`blobs`]), `evidence remove` withdraws an item from its record as an
+//! attributed change that keeps both the item and the bytes, and `evidence get` writes the
+//! bytes out, from the home or downloaded and hash-checked.
 
+pub mod blobs;
 #[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::fmt::Write as _;
+use std::fs;
 use std::io::{self, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -25,14 +32,15 @@ use anyhow::{Context as _, Result, bail};
 use automerge::ROOT;
 use automerge::transaction::CommitOptions;
 use clap::{ArgGroup, Args, ValueEnum};
-use indicatif::ProgressBar;
+use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
 use sync_core::edit::{TextEdit, edit_text, set_field};
 use sync_core::ids::{DocumentId, OfficerId};
 use sync_core::records::{
     CaseFile, Evidence, InspectionRecord, OfficerPresent, Party, Procedure, Record, RecordKind,
-    Site, TransitionIssue, create_document,
+    Removal, Site, TransitionIssue, create_document, withdraw_evidence,
 };
 use sync_core::replica::{DeviceDoc, SyncRound};
 use sync_core::scope::{Action, MasterData};
@@ -40,8 +48,9 @@ use sync_core::view::DocumentView;
 
 use crate::auth::Session;
 use crate::client::Client;
+use crate::commands::device::blobs::{BlobFailure, upload_blobs};
 use crate::commands::{CommandError, Output, Settings};
-use crate::replica_store::{Enrollment, ReplicaStore};
+use crate::replica_store::{Enrollment, ReplicaStore, is_sha256_hex};
 
 /// The kind of a party (当事人), as the record stores it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -181,6 +190,32 @@ pub struct EvidenceAddArgs {
     pub media_type: Option<String>,
 }
 
+/// `fieldcase evidence remove`.
+#[derive(Debug, Args)]
+pub struct EvidenceRemoveArgs {
+    /// The document the evidence belongs to.
+    #[arg(value_parser = DocumentId::parse)]
+    pub doc: DocumentId,
+    /// The evidence item to withdraw.
+    pub evidence: String,
+    /// Why the item is withdrawn; kept in the record.
+    #[arg(long)]
+    pub reason: String,
+}
+
+/// `fieldcase evidence get`.
+#[derive(Debug, Args)]
+pub struct EvidenceGetArgs {
+    /// The document the evidence belongs to.
+    #[arg(value_parser = DocumentId::parse)]
+    pub doc: DocumentId,
+    /// The evidence item.
+    pub evidence: String,
+    /// Where to write the bytes; an existing file is replaced.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
 /// `fieldcase event`.
 #[derive(Debug, Args)]
 pub struct EventArgs {
@@ -225,6 +260,12 @@ pub struct SyncReport {
     pub rejected: Vec<Rejection>,
     /// The feed cursor reached.
     pub cursor: u64,
+    /// Evidence blobs the server now holds whole that were waiting for upload.
+    pub blobs_uploaded: usize,
+    /// Evidence bytes the server took (chunks it refused do not count).
+    pub blob_bytes_up: u64,
+    /// Evidence blobs that could not be uploaded; they stay pending, and `ok` is false.
+    pub blob_errors: Vec<BlobFailure>,
 }
 
 /// One refused document upload.
@@ -367,6 +408,122 @@ pub fn evidence_add(settings: &Settings, args: EvidenceAddArgs) -> Result<Output
         }),
         text,
     ))
+}
+
+/// Withdraws an evidence item from its record, as one change attributed to the enrolled
+/// officer (or, before enrollment, to the device actor); the item stays in the record with its
+/// `removed` entry, and its bytes stay in the home and on the server.
+pub fn evidence_remove(settings: &Settings, args: &EvidenceRemoveArgs) -> Result<Output> {
+    let store = open_store(settings)?;
+    let mut device_doc = store.load(args.doc)?;
+    if args.reason.trim().is_empty() {
+        bail!(CommandError::new("invalid_argument", "a withdrawal needs a reason"));
+    }
+    let item = find_evidence(&device_doc, args.doc, &args.evidence)?;
+    if let Some(removal) = &item.removed {
+        bail!(CommandError::new(
+            "already_removed",
+            format!(
+                "evidence {} of {} was withdrawn already by {}: {}",
+                args.evidence, args.doc, removal.by, removal.reason
+            )
+        ));
+    }
+    let now = now_ms();
+    let by = match store.enrollment()? {
+        Some(enrollment) => enrollment.officer,
+        None => store.actor().to_hex_string(),
+    };
+    let removal = Removal { at: now, by, reason: args.reason.clone() };
+    let doc = device_doc.doc_mut();
+    withdraw_evidence(doc, &args.evidence, removal)
+        .with_context(|| format!("withdrawing evidence {}", args.evidence))?;
+    doc.commit_with(commit_options("withdraw evidence", now));
+    store.save(&mut device_doc, now)?;
+    let text = format!(
+        "withdrew evidence {} from {}; the item and its bytes are kept",
+        args.evidence, args.doc
+    );
+    Ok(Output::new(
+        &json!({"id": args.doc.to_string(), "evidence": args.evidence, "removed": true}),
+        text,
+    ))
+}
+
+/// Writes the bytes of an evidence item to `--out`: the home's copy when the device holds
+/// it, else downloaded from the server; either way checked against the item's SHA-256.
+pub fn evidence_get(settings: &Settings, args: &EvidenceGetArgs) -> Result<Output> {
+    let store = open_store(settings)?;
+    let device_doc = store.load(args.doc)?;
+    let item = find_evidence(&device_doc, args.doc, &args.evidence)?;
+    // The hash names a file and a URL path: only a well-formed one is used.
+    let sha256 = item.sha256.to_ascii_lowercase();
+    if !is_sha256_hex(&sha256) {
+        bail!(CommandError::new(
+            "invalid_evidence",
+            format!("evidence {} names no valid sha256: {:?}", args.evidence, item.sha256)
+        ));
+    }
+    let (bytes, source) = match store.open_blob(&sha256)? {
+        Some(mut file) => {
+            let mut bytes = Vec::new();
+            io::Read::read_to_end(&mut file, &mut bytes)
+                .with_context(|| format!("reading the device's copy of blob {sha256}"))?;
+            (bytes, "device")
+        }
+        None => {
+            require_enrollment(&store)?;
+            let client = Client::new(&settings.server);
+            let mut session = Session::open(client.clone(), &settings.home)
+                .context("opening the device session")?;
+            let bytes = session.get_blob(&sha256).with_context(|| {
+                format!("downloading blob {sha256} from {}", client.server_url())
+            })?;
+            (bytes, "server")
+        }
+    };
+    if hex::encode(Sha256::digest(&bytes)) != sha256 {
+        bail!(CommandError::new(
+            "blob_hash_mismatch",
+            format!("the bytes from the {source} do not match sha256 {sha256}; nothing written")
+        ));
+    }
+    fs::write(&args.out, &bytes).with_context(|| format!("writing {}", args.out.display()))?;
+    let text = format!(
+        "wrote evidence {} ({} bytes, from the {source}) to {}",
+        args.evidence,
+        bytes.len(),
+        args.out.display()
+    );
+    Ok(Output::new(
+        &json!({
+            "id": args.doc.to_string(),
+            "evidence": args.evidence,
+            "sha256": sha256,
+            "size": bytes.len(),
+            "source": source,
+            "out": args.out.display().to_string(),
+        }),
+        text,
+    ))
+}
+
+/// The evidence item `evidence_id` of a document, withdrawn or not; `unknown_evidence` when
+/// the document has none by that id.
+fn find_evidence(
+    device_doc: &DeviceDoc,
+    doc_id: DocumentId,
+    evidence_id: &str,
+) -> Result<Evidence> {
+    let evidence: Vec<Evidence> = autosurgeon::hydrate_prop(device_doc.doc(), ROOT, "evidence")
+        .context("reading the evidence list")?;
+    evidence.into_iter().find(|item| item.id == evidence_id).ok_or_else(|| {
+        CommandError::new(
+            "unknown_evidence",
+            format!("document {doc_id} has no evidence item {evidence_id}"),
+        )
+        .into()
+    })
 }
 
 /// Appends an event to a case file's timeline and reports the state it derives.
@@ -534,17 +691,34 @@ pub fn status(settings: &Settings) -> Result<Output> {
     Ok(Output::new(&status, text))
 }
 
-/// Syncs with the server until it has nothing more to send; shows a spinner on a terminal.
+/// Uploads the pending evidence blobs, then syncs changes until the server has nothing more
+/// to send; shows a progress bar (blob bytes) and a spinner (rounds) on a terminal.
 ///
-/// Every call is authenticated with the device key; the master data of each new access
-/// token replaces the stored one, even when the sync then fails.
+/// A blob that fails to upload is listed in `blob_errors` and makes `ok` false, but the
+/// changes sync anyway. Every call is authenticated with the device key; the master data of
+/// each new access token replaces the stored one, even when the sync then fails.
 pub fn sync(settings: &Settings) -> Result<Output> {
     let mut store = open_store(settings)?;
     require_enrollment(&store)?;
     let client = Client::new(&settings.server);
     let mut session =
         Session::open(client.clone(), &settings.home).context("opening the device session")?;
-    let progress = if !settings.json && io::stderr().is_terminal() {
+    let on_terminal = !settings.json && io::stderr().is_terminal();
+
+    // Built without drawing: a sync with no pending blob shows no bar at all.
+    let bar = if on_terminal { ProgressBar::new(0) } else { ProgressBar::hidden() }
+        .with_style(
+            ProgressStyle::with_template("{msg} {wide_bar} {bytes}/{total_bytes} ({eta})")
+                .expect("the template is valid"),
+        )
+        .with_message("uploading evidence");
+    let blobs = upload_blobs(&store, &mut session, |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    });
+    bar.finish_and_clear();
+
+    let progress = if on_terminal {
         let spinner = ProgressBar::new_spinner();
         spinner.set_message(format!("syncing with {}", client.server_url()));
         spinner.enable_steady_tick(Duration::from_millis(100));
@@ -552,11 +726,20 @@ pub fn sync(settings: &Settings) -> Result<Output> {
     } else {
         ProgressBar::hidden()
     };
-    let result = sync_replica(&mut store, &mut session, |report| {
-        progress.set_message(format!(
-            "syncing: {} requests, {} changes up, {} down",
-            report.requests, report.uploaded, report.downloaded
-        ));
+    let result = blobs.and_then(|blobs| {
+        let report = sync_replica(&mut store, &mut session, |report| {
+            progress.set_message(format!(
+                "syncing: {} requests, {} changes up, {} down",
+                report.requests, report.uploaded, report.downloaded
+            ));
+        })?;
+        Ok(SyncReport {
+            ok: report.ok && blobs.errors.is_empty(),
+            blobs_uploaded: blobs.uploaded,
+            blob_bytes_up: blobs.bytes_up,
+            blob_errors: blobs.errors,
+            ..report
+        })
     });
     progress.finish_and_clear();
     let stored = session.master_data().map_or(Ok(()), |update| {
@@ -578,6 +761,20 @@ pub fn sync(settings: &Settings) -> Result<Output> {
         report.bytes_down,
         report.cursor,
     );
+    if report.blobs_uploaded > 0 || !report.blob_errors.is_empty() {
+        let _ = write!(
+            text,
+            "\nevidence: {} blob(s) uploaded ({} bytes)",
+            report.blobs_uploaded, report.blob_bytes_up
+        );
+    }
+    for failure in &report.blob_errors {
+        let _ = write!(
+            text,
+            "\nblob {} not uploaded: {} ({}); it stays pending",
+            failure.sha256, failure.message, failure.code
+        );
+    }
     for rejection in &report.rejected {
         let _ = write!(
             text,

@@ -154,6 +154,30 @@ fn imported_blobs_are_named_by_their_hash_and_pending() {
 }
 
 #[test]
+fn an_uploaded_blob_is_no_longer_pending_and_keeps_its_bytes() {
+    let home = tempfile::tempdir().unwrap();
+    let store = ReplicaStore::open(home.path()).unwrap();
+    let first = home.path().join("a.jpg");
+    let second = home.path().join("b.jpg");
+    fs::write(&first, b"first").unwrap();
+    fs::write(&second, b"second").unwrap();
+    let first = store.import_blob(&first).unwrap();
+    let second = store.import_blob(&second).unwrap();
+
+    assert_eq!(store.pending_blobs().unwrap(), [first.clone(), second.clone()]);
+    store.mark_blob_uploaded(&first.sha256).unwrap();
+
+    assert_eq!(store.pending_blobs().unwrap(), [second]);
+    assert_eq!(store.counts().unwrap().pending_blobs, 1);
+    let mut bytes = Vec::new();
+    io::Read::read_to_end(&mut store.open_blob(&first.sha256).unwrap().unwrap(), &mut bytes)
+        .unwrap();
+    assert_eq!(bytes, b"first");
+    assert!(store.open_blob(&"0".repeat(64)).unwrap().is_none());
+    assert!(store.open_blob("../replica.sqlite").unwrap().is_none());
+}
+
+#[test]
 fn enrollment_replaces_the_actor_and_stores_identity_and_master_data() {
     let home = tempfile::tempdir().unwrap();
     let mut store = ReplicaStore::open(home.path()).unwrap();

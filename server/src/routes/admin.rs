@@ -34,6 +34,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/v1/admin/entrustments", get(list_entrustments).post(create_entrustment))
         .route("/v1/admin/entrustments/{id}/{action}", post(change_entrustment))
         .route("/v1/admin/officers", get(list_officers).post(create_officer))
+        .route("/v1/admin/officers/{id}/move", post(move_officer))
         .route("/v1/admin/certificates", get(list_certificates).post(create_certificate))
         .route("/v1/admin/certificates/{cert_no}/{action}", post(change_certificate))
         .route("/v1/admin/devices", get(list_devices))
@@ -72,7 +73,7 @@ async fn change_registry<T: Send + 'static>(
 ) -> Result<T, ApiError> {
     let who = admin.0.officer.clone();
     with_store(state, move |store| {
-        store.write(|tx| work(tx, &Author { who: &who, now: now_millis() }))
+        store.write(move |tx| work(tx, &Author { who: &who, now: now_millis() }))
     })
     .await
 }
@@ -271,6 +272,27 @@ async fn create_officer(
     })
     .await?;
     Ok(created(row))
+}
+
+#[derive(Debug, Deserialize)]
+struct OfficerMove {
+    township: String,
+}
+
+/// Moves an officer to another township; their devices evict the old township's documents
+/// on their next sync.
+async fn move_officer(
+    State(state): State<AppState>,
+    admin: Admin,
+    id: Result<Path<String>, PathRejection>,
+    ApiJson(request): ApiJson<OfficerMove>,
+) -> Result<Json<Officer>, ApiError> {
+    let Path(id) = id.map_err(|_| ApiError::NotFound)?;
+    let row = change_registry(&state, &admin, move |tx, change| {
+        registry::move_officer(tx, change, &id, &request.township)
+    })
+    .await?;
+    Ok(Json(row))
 }
 
 // ---- certificates -----------------------------------------------------------------------------

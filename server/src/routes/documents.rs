@@ -7,13 +7,18 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 use sync_core::ids::DocumentId;
+use sync_core::records::Record;
+use sync_core::validate::{Finding, RuleContext, findings_with};
 use sync_core::view::DocumentView;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::routes::run_blocking;
 use crate::state::AppState;
-use crate::store::{DocumentSummary, HistoryEntry, Store, Visibility};
+use crate::store::{DocumentSummary, HistoryEntry, Store, Visibility, blobs};
+
+/// The finding of an evidence item whose bytes have not reached the server.
+const EVIDENCE_PENDING: &str = "evidence_pending";
 
 /// The document routes.
 pub(crate) fn router() -> Router<AppState> {
@@ -108,10 +113,32 @@ async fn get_document(
         require_visible(&store, &visibility, doc_id)?;
         let doc =
             store.document(doc_id)?.ok_or_else(|| ApiError::UnknownDocument(doc_id.to_string()))?;
-        Ok(DocumentView::build(doc_id, &doc.get_heads(), &*doc))
+        let mut view = DocumentView::build(doc_id, &doc.get_heads(), &*doc);
+        if let Ok(record) = Record::hydrate(&*doc) {
+            view.findings.extend(evidence_pending(&store, &record)?);
+        }
+        Ok(view)
     })
     .await?;
     Ok(Json(view))
+}
+
+/// The `evidence_pending` findings: evidence items whose blob the server lacks.
+///
+/// Only the blobs part of the rule context is known here, so only the findings of that rule
+/// are taken from `findings_with`; the others would judge the record against an empty
+/// registry (no certificates, no entrustments) and report what is not so.
+fn evidence_pending(store: &Store, record: &Record) -> Result<Vec<Finding>, ApiError> {
+    let hashes: Vec<String> = record.evidence().iter().map(|item| item.sha256.clone()).collect();
+    if hashes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let received = store.read(|tx| blobs::present(tx, &hashes))?;
+    let context = RuleContext { blobs_received: Some(received), ..RuleContext::default() };
+    Ok(findings_with(record, &context)
+        .into_iter()
+        .filter(|finding| finding.code == EVIDENCE_PENDING)
+        .collect())
 }
 
 /// Every change of one document in feed order: who wrote what, and when it arrived.

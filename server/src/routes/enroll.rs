@@ -58,7 +58,7 @@ async fn enroll_device(
     let actor = hex::encode(enrollment.actor);
     let store = state.store().clone();
     let (device, standing) = run_blocking(move || {
-        Ok(store.write(|tx| {
+        Ok(store.write(move |tx| {
             let (device, officer) = devices::enroll_device(tx, &enrollment)?;
             let standing = registry::standing(tx, &officer.id, now_ms)?
                 .ok_or_else(|| registry::not_found("officer", &officer.id))?;

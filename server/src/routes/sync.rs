@@ -11,19 +11,24 @@
 //! content (B-35); a new document by its merged content, whose township must be the
 //! officer's and whose matter an active entrustment and the certificate's sectors must cover;
 //! every new change must carry an actor registered to the uploading device (B-28).
+//!
+//! docs/sync.md: a request with an `Idempotency-Key` stores its answer in the same writer job
+//! as its changes, and a retry of the same body gets that answer byte for byte; the answer
+//! lists in `evict` the documents the device holds but may no longer see.
 
 use std::collections::HashSet;
 
-use automerge::{ActorId, Automerge};
+use automerge::{ActorId, Automerge, ChangeHash};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
-use axum::http::header;
+use axum::http::{HeaderMap, HeaderName, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use sha2::{Digest, Sha256};
 use sync_core::ids::DocumentId;
-use sync_core::merge::parse_changes;
+use sync_core::merge::{UploadLimits, parse_changes_within};
 use sync_core::protocol::{CONTENT_TYPE, DocOutcome, DocResult, SyncRequest, SyncResponse};
 use sync_core::records::Procedure;
 use sync_core::records::Record;
@@ -34,8 +39,10 @@ use crate::error::ApiError;
 use crate::registry::Role;
 use crate::routes::run_blocking;
 use crate::state::AppState;
+use crate::store::idempotency::{self, StoredAnswer};
 use crate::store::{
-    Attribution, DocumentUpload, Refusal, Store, StoredScope, UploadPolicy, devices, registry,
+    Attribution, DocumentUpload, Refusal, Store, StoreError, StoredScope, UploadPolicy,
+    WriteContext, changes, device_documents, devices, merge_uploads_in, registry,
 };
 
 /// 8 MiB: the largest sync body accepted, checked before any parsing (SECURITY.md B-25).
@@ -48,18 +55,26 @@ pub(crate) const MAX_CHANGES_PER_SYNC: usize = 2_000;
 /// 8 MiB: change bytes sent back in one answer before paging with `more`.
 pub(crate) const MAX_RESPONSE_CHANGE_BYTES: usize = 8 * 1024 * 1024;
 
+/// The header naming an upload, so that a retried identical body gets the stored answer.
+pub(crate) const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+
+/// The longest idempotency key accepted.
+const MAX_IDEMPOTENCY_KEY_CHARS: usize = 128;
+
 /// The sync route, with its own body limit.
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/sync", post(upload_changes).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)))
 }
 
-/// Merges the uploaded changes and answers with the feed after the device's cursor.
+/// Merges the uploaded changes and answers with the feed after the device's cursor, or with
+/// the answer stored for a retried idempotency key.
 async fn upload_changes(
     State(state): State<AppState>,
     caller: Caller,
     request: Request,
 ) -> Result<Response, ApiError> {
+    let key = idempotency_key(request.headers())?;
     // Refuse from the declared length alone, before reading a byte of the body (B-25).
     let declared = request
         .headers()
@@ -74,17 +89,87 @@ async fn upload_changes(
         .map_err(|rejection: BytesRejection| ApiError::from(rejection))?;
     let received_at = chrono::Utc::now().timestamp_millis();
     let store = state.store().clone();
-    let response = run_blocking(move || sync(&store, &caller, &body, received_at)).await?;
-    Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], response.encode()).into_response())
+    let prepared = run_blocking(move || prepare(&store, caller, &body, key, received_at)).await?;
+    let answer = match prepared {
+        Prepared::Replay(answer) => answer,
+        Prepared::Round(round) => state.store().submit(move |context| round.run(context)).await?,
+    };
+    Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], answer).into_response())
 }
 
-/// Decodes, checks and merges one request, then reads the feed; runs on a blocking thread.
-fn sync(
-    store: &Store,
-    caller: &Caller,
-    body: &[u8],
+/// The `Idempotency-Key` header, if present and well formed.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else { return Ok(None) };
+    let invalid = || {
+        ApiError::InvalidIdempotencyKey(format!(
+            "the Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters of \
+             A-Z, a-z, 0-9, _ and -"
+        ))
+    };
+    let key = value.to_str().map_err(|_| invalid())?;
+    let well_formed = (1..=MAX_IDEMPOTENCY_KEY_CHARS).contains(&key.len())
+        && key.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-');
+    if well_formed { Ok(Some(key.to_owned())) } else { Err(invalid()) }
+}
+
+/// A request ready for the writer, or the answer stored for its key.
+enum Prepared {
+    Replay(Vec<u8>),
+    Round(Box<SyncRound>),
+}
+
+/// An idempotency key with the SHA-256 of the body it names.
+struct KeyedRequest {
+    key: String,
+    request_sha256: [u8; 32],
+}
+
+impl KeyedRequest {
+    /// The stored answer for this key: `Some` for the same body, a conflict for another.
+    fn stored_answer(
+        &self,
+        connection: &rusqlite::Connection,
+        device: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        match idempotency::find(connection, device, &self.key)? {
+            Some(stored) if stored.request_sha256 == self.request_sha256 => {
+                Ok(Some(stored.response))
+            }
+            Some(_) => Err(Refusal::IdempotencyConflict(self.key.clone()).into()),
+            None => Ok(None),
+        }
+    }
+}
+
+/// One checked sync request, run as one job of the writer.
+struct SyncRound {
+    device: String,
+    all: bool,
+    township: Option<String>,
+    keyed: Option<KeyedRequest>,
+    cursor: u64,
+    uploads: Vec<DocumentUpload>,
+    uploaded: HashSet<ChangeHash>,
+    // `Some` exactly when the request carries changes.
+    policy: Option<SyncPolicy>,
     received_at: i64,
-) -> Result<SyncResponse, ApiError> {
+}
+
+/// Answers a stored key, or decodes, parses and authorizes one request; runs on a blocking
+/// thread, so that the writer only merges and writes.
+fn prepare(
+    store: &Store,
+    caller: Caller,
+    body: &[u8],
+    key: Option<String>,
+    received_at: i64,
+) -> Result<Prepared, ApiError> {
+    let keyed = key.map(|key| KeyedRequest { key, request_sha256: Sha256::digest(body).into() });
+    if let Some(keyed) = &keyed
+        && let Some(answer) = store.read(|tx| keyed.stored_answer(tx, &caller.device))?
+    {
+        return Ok(Prepared::Replay(answer));
+    }
     let request = SyncRequest::decode(body).map_err(|err| {
         ApiError::MalformedChange(format!("the body is not a valid sync message: {err}"))
     })?;
@@ -92,6 +177,9 @@ fn sync(
     if change_count > MAX_CHANGES_PER_SYNC {
         return Err(ApiError::BatchTooLarge { count: change_count });
     }
+    let limits = UploadLimits::default();
+    // One inflate budget for the whole upload, shared by its documents (B-23).
+    let mut inflated_budget = limits.max_inflated_bytes;
     let mut doc_ids = HashSet::new();
     let mut uploaded = HashSet::new();
     let mut uploads = Vec::with_capacity(request.docs.len());
@@ -102,13 +190,17 @@ fn sync(
                 doc_upload.doc_id
             )));
         }
-        let changes = parse_changes(doc_upload.doc_id, &doc_upload.changes)?;
+        let changes = parse_changes_within(
+            doc_upload.doc_id,
+            &doc_upload.changes,
+            limits,
+            &mut inflated_budget,
+        )?;
         uploaded.extend(changes.iter().map(automerge::Change::hash));
         uploads.push(DocumentUpload { doc_id: doc_upload.doc_id, changes });
     }
-
-    let merged = if uploaded.is_empty() {
-        Vec::new()
+    let policy = if uploaded.is_empty() {
+        None
     } else {
         if caller.role != Role::Officer {
             return Err(ApiError::Forbidden(format!(
@@ -116,43 +208,94 @@ fn sync(
                 caller.role.as_str()
             )));
         }
-        let policy = SyncPolicy::load(store, caller, received_at)?;
-        store.merge_uploads(uploads, received_at, &policy)?
+        Some(SyncPolicy::load(store, &caller, received_at)?)
     };
-    let feed = store.feed_after(
-        request.cursor,
-        &uploaded,
-        MAX_RESPONSE_CHANGE_BYTES,
-        &caller.visibility(),
-    )?;
+    let (all, township) = {
+        let visibility = caller.visibility();
+        let (all, township) = visibility.sql();
+        (all, township.map(str::to_owned))
+    };
     tracing::debug!(
         officer = %caller.officer,
         device = %caller.device,
         cert_rev = caller.cert_rev,
-        documents = merged.len(),
-        stored = merged.iter().map(|doc| doc.stored).sum::<usize>(),
-        sent = feed.updates.iter().map(|update| update.changes.len()).sum::<usize>(),
-        cursor = feed.cursor,
-        more = feed.more,
+        documents = uploads.len(),
+        changes = uploaded.len(),
+        cursor = request.cursor,
         "sync"
     );
-    let results = merged
-        .into_iter()
-        .map(|doc| DocResult {
-            doc_id: doc.doc_id,
-            outcome: DocOutcome::Accepted {
-                heads: doc.heads.iter().map(|hash| hash.0).collect(),
-                stored: u32::try_from(doc.stored).expect("at most MAX_CHANGES_PER_SYNC changes"),
-            },
-        })
-        .collect();
-    Ok(SyncResponse {
-        cursor: feed.cursor,
-        more: feed.more,
-        results,
-        updates: feed.updates,
-        evict: Vec::new(),
-    })
+    Ok(Prepared::Round(Box::new(SyncRound {
+        device: caller.device,
+        all,
+        township,
+        keyed,
+        cursor: request.cursor,
+        uploads,
+        uploaded,
+        policy,
+        received_at,
+    })))
+}
+
+impl SyncRound {
+    /// Merges, reads the feed, records what the device holds, lists what it must evict and
+    /// stores the answer under the key, all in the job's savepoint: the answer exists only if
+    /// everything it acknowledges committed.
+    fn run(self, context: &mut WriteContext<'_>) -> Result<Vec<u8>, StoreError> {
+        // Checked again on the writer: a request with the same key may have committed since.
+        if let Some(keyed) = &self.keyed
+            && let Some(answer) = keyed.stored_answer(context.connection(), &self.device)?
+        {
+            return Ok(answer);
+        }
+        let merged = match &self.policy {
+            Some(policy) => merge_uploads_in(context, self.uploads, self.received_at, policy)?,
+            None => Vec::new(),
+        };
+        let connection = context.connection();
+        let township = self.township.as_deref();
+        let received = merged.iter().filter(|doc| !doc.heads.is_empty()).map(|doc| doc.doc_id);
+        device_documents::record(connection, &self.device, received)?;
+        let feed = changes::feed_after(
+            connection,
+            self.cursor,
+            &self.uploaded,
+            MAX_RESPONSE_CHANGE_BYTES,
+            self.all,
+            township,
+        )?;
+        let delivered = feed.updates.iter().map(|update| update.doc_id);
+        device_documents::record(connection, &self.device, delivered)?;
+        let evict = device_documents::evict(connection, &self.device, self.all, township)?;
+        let results = merged
+            .into_iter()
+            .map(|doc| DocResult {
+                doc_id: doc.doc_id,
+                outcome: DocOutcome::Accepted {
+                    heads: doc.heads.iter().map(|hash| hash.0).collect(),
+                    stored: u32::try_from(doc.stored)
+                        .expect("at most MAX_CHANGES_PER_SYNC changes"),
+                },
+            })
+            .collect();
+        let answer = SyncResponse {
+            cursor: feed.cursor,
+            more: feed.more,
+            results,
+            updates: feed.updates,
+            evict,
+        }
+        .encode();
+        if let Some(keyed) = &self.keyed {
+            let stored = StoredAnswer {
+                request_sha256: keyed.request_sha256,
+                status: 200,
+                response: answer.clone(),
+            };
+            idempotency::insert(connection, &self.device, &keyed.key, &stored, self.received_at)?;
+        }
+        Ok(answer)
+    }
 }
 
 /// What an officer's upload may touch, read from the registry just before the merge.

@@ -70,6 +70,8 @@ pub(crate) struct Projection {
     township: Option<String>,
     party_key: Option<String>,
     status: Option<String>,
+    // SHA-256 (hex) of every evidence item, withdrawn ones included.
+    evidence: Vec<String>,
 }
 
 impl Projection {
@@ -82,12 +84,18 @@ impl Projection {
                 township: Some(record.township().to_owned()),
                 party_key: record.party_key().map(str::to_owned),
                 status: Some(record.status()),
+                evidence: record.evidence().iter().map(|item| item.sha256.clone()).collect(),
             },
             Err(err) => {
                 tracing::debug!(error = %err, "document does not hydrate as a record");
                 Self::default()
             }
         }
+    }
+
+    /// The SHA-256 (hex) of every evidence item the record lists.
+    pub(crate) fn evidence(&self) -> &[String] {
+        &self.evidence
     }
 }
 
@@ -113,6 +121,8 @@ pub(crate) struct DocumentWrite<'a> {
     pub(crate) feed_seq: i64,
     /// How many changes this merge added.
     pub(crate) added: i64,
+    /// Stored bytes of the changes this merge added.
+    pub(crate) added_bytes: i64,
     /// Server time of the merge, milliseconds since the Unix epoch.
     pub(crate) now: i64,
 }
@@ -143,8 +153,8 @@ pub(crate) fn upsert(connection: &Connection, write: DocumentWrite<'_>) -> Resul
     let projection = write.projection;
     let mut statement = connection.prepare_cached(
         "INSERT INTO documents (id, kind, matter, township, party_key, status, heads, snapshot, \
-         snapshot_seq, feed_seq, change_count, created_at, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12) \
+         snapshot_seq, feed_seq, change_count, change_bytes, created_at, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?13, ?12, ?12) \
          ON CONFLICT (id) DO UPDATE SET \
          kind = COALESCE(documents.kind, excluded.kind), \
          matter = COALESCE(documents.matter, excluded.matter), \
@@ -154,6 +164,7 @@ pub(crate) fn upsert(connection: &Connection, write: DocumentWrite<'_>) -> Resul
          snapshot_seq = COALESCE(excluded.snapshot_seq, documents.snapshot_seq), \
          feed_seq = excluded.feed_seq, \
          change_count = documents.change_count + excluded.change_count, \
+         change_bytes = documents.change_bytes + excluded.change_bytes, \
          updated_at = excluded.updated_at",
     )?;
     statement.execute(params![
@@ -169,6 +180,7 @@ pub(crate) fn upsert(connection: &Connection, write: DocumentWrite<'_>) -> Resul
         write.feed_seq,
         write.added,
         write.now,
+        write.added_bytes,
     ])?;
     Ok(())
 }
@@ -230,6 +242,23 @@ pub(crate) fn list(
             updated_at: row.get(6)?,
         })
     })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The stored bytes of a document's changes; 0 for an unknown document.
+pub(crate) fn change_bytes(connection: &Connection, doc_id: DocumentId) -> Result<i64, StoreError> {
+    let mut statement =
+        connection.prepare_cached("SELECT change_bytes FROM documents WHERE id = ?1")?;
+    Ok(statement.query_row([doc_id.as_bytes()], |row| row.get(0)).optional()?.unwrap_or(0))
+}
+
+/// Every document's id and stored heads, in id order, for the consistency check.
+pub(crate) fn all_heads(
+    connection: &Connection,
+) -> Result<Vec<(DocumentId, Vec<ChangeHash>)>, StoreError> {
+    let mut statement = connection.prepare("SELECT id, heads FROM documents ORDER BY id")?;
+    let rows =
+        statement.query_map([], |row| Ok((doc_id_column(row, 0)?, hashes_column(row, 1)?)))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 

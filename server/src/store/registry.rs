@@ -397,6 +397,27 @@ fn officer_row(row: &Row<'_>) -> rusqlite::Result<Officer> {
     })
 }
 
+/// Moves an officer to another agency (township); from the next request on, the officer sees
+/// that township's documents and no longer the old one's.
+///
+/// # Errors
+/// `not_found` for an unknown officer, `unknown_reference` for an unknown agency.
+pub(crate) fn move_officer(
+    connection: &Connection,
+    change: &Author<'_>,
+    id: &str,
+    township: &str,
+) -> Result<Officer, StoreError> {
+    let before = get_officer(connection, id)?.ok_or_else(|| not_found("officer", id))?;
+    require_agency(connection, township)?;
+    connection
+        .prepare_cached("UPDATE officers SET township = ?2 WHERE id = ?1")?
+        .execute(params![id, township])?;
+    let after = Officer { township: Some(township.to_owned()), ..before.clone() };
+    audit(connection, change, "move", ("officer", id), Some(&before), Some(&after))?;
+    Ok(after)
+}
+
 /// Fails with `unknown_reference` unless the officer exists.
 pub(crate) fn require_officer(connection: &Connection, id: &str) -> Result<Officer, StoreError> {
     get_officer(connection, id)?.ok_or_else(|| unknown_reference("officer", id))

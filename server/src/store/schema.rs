@@ -15,6 +15,10 @@ use crate::store::StoreError;
 /// single writer connection.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long the writer waits for a lock before one attempt to begin a transaction gives up;
+/// the writer retries a few times (`store::writer`) before answering `busy`.
+const WRITER_BUSY_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Each migration's SQL, in order; never edit a released entry, append a new one.
 const MIGRATIONS: &[&str] = &[
     // 1: the append-only change log and the document table.
@@ -160,15 +164,62 @@ const MIGRATIONS: &[&str] = &[
     END;
     CREATE INDEX documents_township ON documents (township, feed_seq);
     ",
+    // 3: issue 4: document quota, idempotent sync answers, evidence blobs and their documents,
+    // and the documents each device holds (for eviction).
+    r"
+    ALTER TABLE documents ADD COLUMN change_bytes INTEGER NOT NULL DEFAULT 0;
+    UPDATE documents SET change_bytes =
+        (SELECT COALESCE(SUM(length(bytes)), 0) FROM changes WHERE changes.doc_id = documents.id);
+
+    CREATE TABLE idempotency (
+        device TEXT NOT NULL,
+        key TEXT NOT NULL,
+        request_sha256 BLOB NOT NULL,
+        status INTEGER NOT NULL,
+        response BLOB NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (device, key)
+    );
+    CREATE INDEX idempotency_created_at ON idempotency (created_at);
+
+    CREATE TABLE blobs (
+        sha256 TEXT PRIMARY KEY CHECK (length(sha256) = 64),
+        size INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        device TEXT,
+        officer TEXT
+    );
+    CREATE TRIGGER blobs_no_update BEFORE UPDATE ON blobs
+    BEGIN
+        SELECT RAISE(ABORT, 'blobs are never changed');
+    END;
+    CREATE TRIGGER blobs_no_delete BEFORE DELETE ON blobs
+    BEGIN
+        SELECT RAISE(ABORT, 'blobs are never deleted');
+    END;
+
+    CREATE TABLE document_blobs (
+        doc_id BLOB NOT NULL,
+        sha256 TEXT NOT NULL,
+        PRIMARY KEY (doc_id, sha256)
+    );
+    CREATE INDEX document_blobs_sha256 ON document_blobs (sha256);
+
+    CREATE TABLE device_documents (
+        device TEXT NOT NULL,
+        doc_id BLOB NOT NULL,
+        PRIMARY KEY (device, doc_id)
+    );
+    ",
 ];
 
 /// Opens (creating it if needed) the database for writing and brings its schema up to date.
 ///
 /// WAL lets readers proceed while the writer commits; `synchronous=FULL` makes a commit
 /// durable across power loss before the server acknowledges it (SECURITY.md T16).
-pub(crate) fn open_writer(path: &Path) -> Result<Connection, StoreError> {
+pub(crate) fn open_writer(path: &Path, max_db_size: Option<u64>) -> Result<Connection, StoreError> {
     let mut connection = Connection::open(path)?;
-    connection.busy_timeout(BUSY_TIMEOUT)?;
+    connection.busy_timeout(WRITER_BUSY_TIMEOUT)?;
     let journal_mode: String =
         connection.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
     if !journal_mode.eq_ignore_ascii_case("wal") {
@@ -177,6 +228,13 @@ pub(crate) fn open_writer(path: &Path) -> Result<Connection, StoreError> {
     connection.pragma_update(None, "synchronous", "FULL")?;
     connection.pragma_update(None, "foreign_keys", "ON")?;
     migrate(&mut connection)?;
+    if let Some(max_db_size) = max_db_size {
+        let page_size: i64 = connection.pragma_query_value(None, "page_size", |row| row.get(0))?;
+        let pages = i64::try_from(max_db_size).unwrap_or(i64::MAX) / page_size.max(1);
+        // SQLite keeps the limit at the current size when asked for less: the file never
+        // shrinks, it only stops growing.
+        connection.pragma_update(None, "max_page_count", pages.max(1))?;
+    }
     Ok(connection)
 }
 

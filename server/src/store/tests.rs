@@ -1,4 +1,5 @@
-//! Unit tests of the store: the append-only log, document loading and the snapshot policy.
+//! Unit tests of the store: the append-only log, document loading, the snapshot policy, the
+//! document quota, group commit and the consistency check.
 
 use automerge::{AutoCommit, ChangeHash, ROOT};
 use axum::http::StatusCode;
@@ -11,9 +12,10 @@ use sync_core::merge::parse_changes;
 
 use crate::error::ApiError;
 use crate::fixtures::{actor, chunks, doc_id, new_inspection, set_outcome, temp_store};
+use crate::store::check::check_database;
 use crate::store::{
-    DocumentUpload, SNAPSHOT_INTERVAL, Store, StoreError, Unchecked, Visibility, changes,
-    documents, lock,
+    DATABASE_FILE, DocumentUpload, MAX_DOCUMENT_BYTES, Refusal, SNAPSHOT_INTERVAL, Store,
+    StoreError, StoreOptions, Unchecked, Visibility, changes, documents, merge_uploads_in,
 };
 
 const NOW: i64 = 1_700_000_000_000;
@@ -32,7 +34,7 @@ fn sync(
     since: &[ChangeHash],
 ) -> Vec<ChangeHash> {
     let merged = store
-        .merge_uploads(vec![parsed(doc_id, doc, since)], NOW, &Unchecked::default())
+        .merge_uploads(vec![parsed(doc_id, doc, since)], NOW, Unchecked::default())
         .expect("merge");
     assert_eq!(merged[0].heads, doc.get_heads());
     doc.get_heads()
@@ -56,7 +58,7 @@ fn the_change_log_refuses_update_and_delete() {
     let mut doc = new_inspection(&actor(1), id);
     sync(&store, id, &mut doc, &[]);
 
-    let connection = Connection::open(dir.path().join(crate::store::DATABASE_FILE)).unwrap();
+    let connection = Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
     let update = connection.execute("UPDATE changes SET seq = seq + 1", []);
     let delete = connection.execute("DELETE FROM changes", []);
 
@@ -83,7 +85,7 @@ fn a_document_reloads_identically_from_its_snapshot_and_later_changes() {
     drop(store);
 
     // Act: a cold store loads the document from the file.
-    let reopened = Store::open(&dir.path().join(crate::store::DATABASE_FILE)).unwrap();
+    let reopened = Store::open(&dir.path().join(DATABASE_FILE)).unwrap();
     let loaded = reopened.document(id).unwrap().expect("the document is stored");
 
     // Assert
@@ -131,7 +133,7 @@ fn a_refused_document_leaves_every_document_of_the_request_unstored() {
         vec![parsed(id_a, &mut doc_a, &stored_heads), parsed(id_b, &mut doc_b, &creation_b)];
 
     // Act
-    let result = store.merge_uploads(uploads, NOW, &Unchecked::default());
+    let result = store.merge_uploads(uploads, NOW, Unchecked::default());
 
     // Assert: nothing written, and A reads (and merges) from its stored state.
     assert!(matches!(result, Err(StoreError::Merge(MergeError::MissingDeps { .. }))));
@@ -149,7 +151,7 @@ fn a_change_already_stored_for_another_document_is_refused() {
     sync(&store, doc_id(6), &mut doc, &[]);
 
     let result =
-        store.merge_uploads(vec![parsed(doc_id(7), &mut doc, &[])], NOW, &Unchecked::default());
+        store.merge_uploads(vec![parsed(doc_id(7), &mut doc, &[])], NOW, Unchecked::default());
 
     assert!(matches!(result, Err(StoreError::DuplicateChange { .. })), "{result:?}");
     assert_eq!(store.change_rows(), 1);
@@ -164,7 +166,7 @@ fn an_upload_of_no_changes_for_an_unknown_document_creates_nothing() {
         .merge_uploads(
             vec![DocumentUpload { doc_id: doc_id(8), changes: Vec::new() }],
             NOW,
-            &Unchecked::default(),
+            Unchecked::default(),
         )
         .unwrap();
 
@@ -175,10 +177,18 @@ fn an_upload_of_no_changes_for_an_unknown_document_creates_nothing() {
 }
 
 #[test]
-fn a_full_disk_refuses_the_upload_with_storage_full_and_stores_nothing() {
-    // Arrange: the database may not grow, and the record carries 64 KiB of findings that do
-    // not compress (SECURITY.md D-3, the max_page_count technique of SQLite's tkt2920.test).
-    let (_dir, store) = temp_store();
+fn a_full_database_refuses_the_upload_with_storage_full_keeps_reading_and_recovers() {
+    // Arrange: a store whose quota is below its current size may not grow, and the record
+    // carries 64 KiB of findings that do not compress (SECURITY.md D-3, the max_page_count
+    // technique of SQLite's tkt2920.test).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DATABASE_FILE);
+    let stored = doc_id(10);
+    let mut stored_doc = new_inspection(&actor(1), stored);
+    {
+        let store = Store::open(&path).unwrap();
+        sync(&store, stored, &mut stored_doc, &[]);
+    }
     let id = doc_id(9);
     let mut doc = new_inspection(&actor(1), id);
     let mut state: u32 = 12_345;
@@ -190,19 +200,189 @@ fn a_full_disk_refuses_the_upload_with_storage_full_and_stores_nothing() {
         .collect();
     edit_text(&mut doc, "findings", TextEdit::Append, &findings).unwrap();
     doc.commit();
-    let page_count: i64 =
-        lock(&store.writer).pragma_query_value(None, "page_count", |row| row.get(0)).unwrap();
-    lock(&store.writer).pragma_update(None, "max_page_count", page_count).unwrap();
+    let full = Store::open_with(&path, StoreOptions { max_db_size: Some(1) }).unwrap();
 
     // Act
-    let result = store.merge_uploads(vec![parsed(id, &mut doc, &[])], NOW, &Unchecked::default());
+    let result = full.merge_uploads(vec![parsed(id, &mut doc, &[])], NOW, Unchecked::default());
 
-    // Assert: 507, nothing stored; once space is freed the same upload succeeds.
+    // Assert: 507, nothing stored, reads go on; a restart with a larger quota recovers.
     let err = ApiError::from(result.expect_err("the database is full"));
     assert_eq!((err.status(), err.code()), (StatusCode::INSUFFICIENT_STORAGE, "storage_full"));
-    assert_eq!(store.change_rows(), 0);
-    assert!(store.document(id).unwrap().is_none());
-    lock(&store.writer).pragma_update(None, "max_page_count", 1_073_741_823).unwrap();
+    assert_eq!(full.change_rows(), 1);
+    assert!(full.document(id).unwrap().is_none());
+    assert_eq!(full.document(stored).unwrap().unwrap().get_heads(), stored_doc.get_heads());
+    drop(full);
+    let raised = Store::open_with(&path, StoreOptions { max_db_size: Some(1 << 30) }).unwrap();
+    sync(&raised, id, &mut doc, &[]);
+    assert_eq!(raised.change_rows(), 3);
+}
+
+#[test]
+fn an_upload_that_would_pass_the_document_quota_is_refused_and_stores_nothing() {
+    // Arrange: a stored document whose change bytes stand just below the quota.
+    let (dir, store) = temp_store();
+    let id = doc_id(11);
+    let mut doc = new_inspection(&actor(1), id);
+    let heads = sync(&store, id, &mut doc, &[]);
+    let connection = Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
+    connection
+        .execute("UPDATE documents SET change_bytes = ?1", [MAX_DOCUMENT_BYTES - 10])
+        .unwrap();
+    set_outcome(&mut doc, "case_lead");
+
+    // Act
+    let result = store.merge_uploads(vec![parsed(id, &mut doc, &heads)], NOW, Unchecked::default());
+
+    // Assert
+    let err = result.expect_err("the quota is reached");
+    assert!(matches!(err, StoreError::Refused(Refusal::DocumentQuota(_))), "{err:?}");
+    let err = ApiError::from(err);
+    assert_eq!((err.status(), err.code()), (StatusCode::UNPROCESSABLE_ENTITY, "document_quota"));
+    assert_eq!(store.change_rows(), 1);
+    assert_eq!(store.document(id).unwrap().unwrap().get_heads(), heads);
+}
+
+#[test]
+fn stored_change_bytes_are_counted_per_document() {
+    let (_dir, store) = temp_store();
+    let id = doc_id(12);
+    let mut doc = new_inspection(&actor(1), id);
+    let heads = sync(&store, id, &mut doc, &[]);
+    set_outcome(&mut doc, "referral");
+    sync(&store, id, &mut doc, &heads);
+
+    let counted = store.read(|tx| documents::change_bytes(tx, id)).unwrap();
+
+    let stored: usize = doc.get_changes(&[]).iter_mut().map(|change| change.bytes().len()).sum();
+    assert_eq!(counted, i64::try_from(stored).unwrap());
+}
+
+#[test]
+fn concurrent_uploads_commit_as_one_group_and_a_failing_job_leaves_the_others_stored() {
+    // Arrange: a job holds the writer until five uploads (one of them an orphan change) wait
+    // behind it, so that the writer drains them into one group.
+    let (_dir, store) = temp_store();
+    let (release, gate) = std::sync::mpsc::channel::<()>();
+    let held = store
+        .enqueue(move |_| {
+            gate.recv().expect("the test releases the writer");
+            Ok(())
+        })
+        .unwrap();
+    let mut waiting = Vec::new();
+    let mut expected_heads = Vec::new();
+    for byte in 20..24 {
+        let id = doc_id(byte);
+        let mut doc = new_inspection(&actor(byte), id);
+        set_outcome(&mut doc, "referral");
+        let upload = parsed(id, &mut doc, &[]);
+        expected_heads.push((id, doc.get_heads()));
+        waiting.push(
+            store
+                .enqueue(move |context| {
+                    merge_uploads_in(context, vec![upload], NOW, &Unchecked::default())
+                })
+                .unwrap(),
+        );
+    }
+    let orphan_id = doc_id(30);
+    let mut orphan = new_inspection(&actor(30), orphan_id);
+    let creation = orphan.get_heads();
+    set_outcome(&mut orphan, "referral");
+    let orphan_upload = parsed(orphan_id, &mut orphan, &creation);
+    let failing = store
+        .enqueue(move |context| {
+            merge_uploads_in(context, vec![orphan_upload], NOW, &Unchecked::default())
+        })
+        .unwrap();
+
+    // Act
+    release.send(()).unwrap();
+
+    // Assert: every good upload is acknowledged with its heads and stored; the orphan alone
+    // is refused.
+    held.blocking_recv().unwrap().unwrap();
+    for (answer, (id, heads)) in waiting.into_iter().zip(expected_heads) {
+        let merged = answer.blocking_recv().unwrap().expect("a good upload is acknowledged");
+        assert_eq!((merged[0].doc_id, &merged[0].heads, merged[0].stored), (id, &heads, 2));
+        assert_eq!(store.document(id).unwrap().expect("stored").get_heads(), heads);
+    }
+    let refused = failing.blocking_recv().unwrap().expect_err("the orphan is refused");
+    assert!(matches!(refused, StoreError::Merge(MergeError::MissingDeps { .. })), "{refused:?}");
+    assert!(store.document(orphan_id).unwrap().is_none());
+    assert_eq!(store.change_rows(), 8);
+}
+
+#[test]
+fn a_panicking_job_answers_an_error_and_the_writer_goes_on() {
+    let (_dir, store) = temp_store();
+
+    let result = store.write_job(|_| -> Result<(), StoreError> { panic!("a bug in a job") });
+    let id = doc_id(13);
+    let mut doc = new_inspection(&actor(1), id);
     sync(&store, id, &mut doc, &[]);
-    assert_eq!(store.change_rows(), 2);
+
+    let err = ApiError::from(result.expect_err("the job panicked"));
+    assert_eq!((err.status(), err.code()), (StatusCode::INTERNAL_SERVER_ERROR, "internal"));
+    assert_eq!(store.change_rows(), 1);
+}
+
+#[test]
+fn the_check_passes_on_a_healthy_store_and_reports_tampered_heads_and_snapshots() {
+    // Arrange: two documents with a snapshot at creation and later changes.
+    let (dir, store) = temp_store();
+    let path = dir.path().join(DATABASE_FILE);
+    let (id_a, id_b) = (doc_id(14), doc_id(15));
+    for (id, byte) in [(id_a, 1), (id_b, 2)] {
+        let mut doc = new_inspection(&actor(byte), id);
+        let heads = sync(&store, id, &mut doc, &[]);
+        set_outcome(&mut doc, "referral");
+        sync(&store, id, &mut doc, &heads);
+    }
+    drop(store);
+    let healthy = check_database(&path).unwrap();
+
+    // Act: tamper with A's heads and with B's snapshot, which then claims to cover B's
+    // last change.
+    let connection = Connection::open(&path).unwrap();
+    connection
+        .execute("UPDATE documents SET heads = zeroblob(32) WHERE id = ?1", [id_a.as_bytes()])
+        .unwrap();
+    connection
+        .execute(
+            "UPDATE documents SET snapshot_seq = (SELECT MAX(feed_seq) FROM changes) \
+             WHERE id = ?1",
+            [id_b.as_bytes()],
+        )
+        .unwrap();
+    drop(connection);
+    let tampered = check_database(&path).unwrap();
+
+    // Assert
+    assert!(healthy.passed(), "{healthy:?}");
+    assert_eq!((healthy.integrity.as_str(), healthy.documents, healthy.changes), ("ok", 2, 4));
+    assert!(!tampered.passed());
+    let problems: Vec<(String, &str)> = tampered
+        .mismatches
+        .iter()
+        .map(|mismatch| (mismatch.doc.clone(), mismatch.problem.as_str()))
+        .collect();
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert_eq!(problems[0].0, id_a.to_string());
+    assert!(problems[0].1.contains("documents.heads"), "{problems:?}");
+    assert_eq!(problems[1].0, id_b.to_string());
+    assert!(problems[1].1.contains("snapshot"), "{problems:?}");
+}
+
+#[test]
+fn the_check_runs_beside_an_open_store() {
+    let (dir, store) = temp_store();
+    let id = doc_id(16);
+    let mut doc = new_inspection(&actor(1), id);
+    sync(&store, id, &mut doc, &[]);
+
+    let report = check_database(&dir.path().join(DATABASE_FILE)).unwrap();
+
+    assert!(report.passed(), "{report:?}");
+    assert_eq!((report.documents, report.changes), (1, 1));
 }

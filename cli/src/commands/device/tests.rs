@@ -1,13 +1,15 @@
 //! Tests of the device commands, offline and against a small in-test sync server.
 
 use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 use clap::Parser;
-use sync_core::protocol::{DocOutcome, DocResult, DocUpdate, SyncResponse};
+use sync_core::protocol::{DocOutcome, DocResult, DocUpdate, SyncRequest, SyncResponse};
 
 use super::*;
+use crate::client::idempotency_key;
 use crate::commands::enroll::{EnrollArgs, enroll};
-use crate::test_server::identity_server;
+use crate::test_server::{BlobServer, TestResponse, authenticated_server, identity_server};
 
 /// A command line of device commands, parsed the way `fieldcase` parses them.
 #[derive(Parser)]
@@ -17,6 +19,8 @@ enum TestCommand {
     CaseNew(CaseNewArgs),
     Edit(EditArgs),
     EvidenceAdd(EvidenceAddArgs),
+    EvidenceRemove(EvidenceRemoveArgs),
+    EvidenceGet(EvidenceGetArgs),
     Event(EventArgs),
     Show(ShowArgs),
     List,
@@ -59,6 +63,8 @@ impl Device {
             TestCommand::CaseNew(args) => case_new(settings, args),
             TestCommand::Edit(args) => edit(settings, &args),
             TestCommand::EvidenceAdd(args) => evidence_add(settings, args),
+            TestCommand::EvidenceRemove(args) => evidence_remove(settings, &args),
+            TestCommand::EvidenceGet(args) => evidence_get(settings, &args),
             TestCommand::Event(args) => event(settings, args),
             TestCommand::Show(args) => show(settings, &args),
             TestCommand::List => list(settings),
@@ -209,7 +215,7 @@ fn evidence_is_stored_as_a_blob_and_listed_in_the_record() {
     let device = Device::new();
     let doc = device.new_inspection();
     let photo = device.home.path().join("photo.JPG");
-    std::fs::write(&photo, b"abc").unwrap();
+    fs::write(&photo, b"abc").unwrap();
 
     let added = device
         .run(&format!("evidence-add {doc} --file {} --kind photo --note 门口", photo.display()))
@@ -287,8 +293,13 @@ fn assignments_split_at_the_first_equals_sign() {
 /// A server that accepts every upload and relays it to everyone else, like the real one
 /// without its checks: a feed of changes, the cursor an index into it.
 fn relay_server() -> String {
+    identity_server(relay())
+}
+
+/// The sync answers of [`relay_server`].
+fn relay() -> impl FnMut(SyncRequest) -> (u16, Vec<u8>) + Send + 'static {
     let mut feed: Vec<(DocumentId, Vec<u8>)> = Vec::new();
-    identity_server(move |request| {
+    move |request| {
         let mut results = Vec::new();
         let mut uploaded = HashSet::new();
         for upload in request.docs {
@@ -317,7 +328,7 @@ fn relay_server() -> String {
             evict: Vec::new(),
         };
         (200, response.encode())
-    })
+    }
 }
 
 #[test]
@@ -415,4 +426,263 @@ fn a_refused_request_fails_with_the_server_code_and_keeps_the_cursor() {
     assert_eq!(status["cursor"], 0);
     assert_eq!(status["pending_documents"], 1);
     assert_eq!(status["last_sync"], Value::Null);
+}
+
+/// The `Idempotency-Key` (if any) and body of each sync request, in order.
+type SeenSyncs = Arc<Mutex<Vec<(Option<String>, Vec<u8>)>>>;
+
+/// A server with the blob endpoints of `blobs` and the sync answers of `sync`; records the
+/// `Idempotency-Key` and body of every sync request.
+fn blob_server(
+    blobs: &Arc<Mutex<BlobServer>>,
+    mut sync: impl FnMut(SyncRequest) -> (u16, Vec<u8>) + Send + 'static,
+) -> (String, SeenSyncs) {
+    let blobs = Arc::clone(blobs);
+    let syncs = SeenSyncs::default();
+    let seen = Arc::clone(&syncs);
+    let url = authenticated_server(move |request| {
+        if let Some(answer) = blobs.lock().unwrap().answer(request) {
+            return answer;
+        }
+        assert_eq!(request.path, "/v1/sync");
+        let key = request.header("idempotency-key").map(str::to_owned);
+        seen.lock().unwrap().push((key, request.body.clone()));
+        let (status, body) = sync(SyncRequest::decode(&request.body).unwrap());
+        TestResponse { status, headers: Vec::new(), body }
+    });
+    (url, syncs)
+}
+
+impl Device {
+    /// Adds a file of `bytes` as evidence of `doc`; returns the `evidence add` output.
+    fn add_evidence(&self, doc: &str, name: &str, bytes: &[u8]) -> Value {
+        let file = self.home.path().join(name);
+        fs::write(&file, bytes).unwrap();
+        self.run(&format!("evidence-add {doc} --file {} --kind photo", file.display())).unwrap()
+    }
+}
+
+/// `len` bytes that differ from chunk to chunk, so a chunk sent at the wrong offset shows.
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|index| u8::try_from(index % 251).unwrap()).collect()
+}
+
+#[test]
+fn a_blob_upload_resumes_from_what_the_server_received() {
+    // Arrange: the server holds the first 1.5 MiB of a 2.5 MiB blob from an interrupted sync.
+    let blobs = Arc::new(Mutex::new(BlobServer::default()));
+    let (server, _) = blob_server(&blobs, relay());
+    let device = Device::with_server(&server);
+    let doc = device.new_inspection();
+    let bytes = pattern(2_621_440 + 7);
+    let added = device.add_evidence(&doc, "video.mp4", &bytes);
+    let sha256 = added["sha256"].as_str().unwrap().to_owned();
+    let held = 1_572_864;
+    blobs.lock().unwrap().partial.insert(sha256.clone(), bytes[..held].to_vec());
+
+    // Act
+    let report = device.run("sync").unwrap();
+
+    // Assert
+    let blobs = blobs.lock().unwrap();
+    let mib = 1_048_576;
+    assert_eq!(
+        blobs.chunks,
+        [(sha256.clone(), held as u64, mib), (sha256.clone(), (held + mib) as u64, 7)]
+    );
+    assert_eq!(blobs.complete[&sha256], bytes);
+    assert_eq!(report["ok"], true);
+    assert_eq!(report["blobs_uploaded"], 1);
+    assert_eq!(report["blob_bytes_up"], bytes.len() - held);
+    assert_eq!(report["blob_errors"], json!([]));
+    assert_eq!(report["uploaded"], 2);
+    assert_eq!(report["requests"], 1);
+    let status = device.run("status").unwrap();
+    assert_eq!(status["pending_blobs"], 0);
+    assert_eq!(status["pending_documents"], 0);
+    // The bytes stay on the device, and the next sync uploads nothing.
+    assert!(device.home.path().join("blobs").join(&sha256).exists());
+    drop(blobs);
+    assert_eq!(device.run("sync").unwrap()["blobs_uploaded"], 0);
+}
+
+#[test]
+fn an_offset_mismatch_rereads_the_status_and_continues() {
+    let blobs = Arc::new(Mutex::new(BlobServer::default()));
+    let (server, _) = blob_server(&blobs, relay());
+    let device = Device::with_server(&server);
+    let doc = device.new_inspection();
+    let bytes = pattern(1_048_576 + 10);
+    let sha256 =
+        device.add_evidence(&doc, "photo.jpg", &bytes)["sha256"].as_str().unwrap().to_owned();
+    {
+        let mut blobs = blobs.lock().unwrap();
+        blobs.partial.insert(sha256.clone(), bytes[..1_048_576].to_vec());
+        blobs.stale_status_once = true;
+    }
+
+    let report = device.run("sync").unwrap();
+
+    let blobs = blobs.lock().unwrap();
+    let offsets: Vec<u64> = blobs.chunks.iter().map(|(_, offset, _)| *offset).collect();
+    assert_eq!(offsets, [0, 1_048_576]);
+    assert_eq!(blobs.complete[&sha256], bytes);
+    assert_eq!(report["ok"], true);
+    assert_eq!(report["blobs_uploaded"], 1);
+}
+
+#[test]
+fn a_failed_blob_upload_still_syncs_the_changes_and_reports_it() {
+    // Arrange: three blobs; the server refuses one, the device lost another's bytes.
+    let blobs = Arc::new(Mutex::new(BlobServer::default()));
+    let (server, syncs) = blob_server(&blobs, relay());
+    let device = Device::with_server(&server);
+    let doc = device.new_inspection();
+    let refused =
+        device.add_evidence(&doc, "a.jpg", b"refused")["sha256"].as_str().unwrap().to_owned();
+    let lost = device.add_evidence(&doc, "b.jpg", b"lost")["sha256"].as_str().unwrap().to_owned();
+    let fine = device.add_evidence(&doc, "c.jpg", b"fine")["sha256"].as_str().unwrap().to_owned();
+    blobs.lock().unwrap().refuse.insert(refused.clone(), (507, "storage_full".to_owned()));
+    fs::remove_file(device.home.path().join("blobs").join(&lost)).unwrap();
+
+    // Act
+    let report = device.run("sync").unwrap();
+
+    // Assert
+    assert_eq!(report["ok"], false);
+    assert_eq!(report["uploaded"], 4);
+    assert_eq!(report["rejected"], json!([]));
+    assert_eq!(report["blobs_uploaded"], 1);
+    // Only the bytes the server took count.
+    assert_eq!(report["blob_bytes_up"], 4);
+    let errors = report["blob_errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 2);
+    assert_eq!(errors[0]["sha256"], refused.as_str());
+    assert_eq!(errors[0]["code"], "storage_full");
+    assert_eq!(errors[1]["sha256"], lost.as_str());
+    assert_eq!(errors[1]["code"], "blob_missing");
+    assert!(errors.iter().all(|error| error["message"].as_str().unwrap().contains("blob")));
+    assert_eq!(blobs.lock().unwrap().complete[&fine], b"fine");
+    assert_eq!(syncs.lock().unwrap().len(), 1);
+    let status = device.run("status").unwrap();
+    assert_eq!(status["pending_documents"], 0);
+    assert_eq!(status["pending_blobs"], 2);
+
+    // Once the server takes the refused blob, the next sync uploads it and reports only the
+    // lost one.
+    blobs.lock().unwrap().refuse.clear();
+    let again = device.run("sync").unwrap();
+    assert_eq!(again["blobs_uploaded"], 1);
+    assert_eq!(again["blob_errors"][0]["code"], "blob_missing");
+    assert_eq!(again["blob_errors"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn an_upload_carries_a_stable_idempotency_key_and_a_download_none() {
+    // Arrange: a server that refuses every upload, so the same changes are sent again.
+    let blobs = Arc::new(Mutex::new(BlobServer::default()));
+    let (server, syncs) = blob_server(&blobs, |request| {
+        let results = request
+            .docs
+            .iter()
+            .map(|upload| DocResult {
+                doc_id: upload.doc_id,
+                outcome: DocOutcome::Rejected { code: "busy".to_owned(), message: "x".to_owned() },
+            })
+            .collect();
+        (200, SyncResponse { results, ..SyncResponse::default() }.encode())
+    });
+    let device = Device::with_server(&server);
+
+    // Act
+    device.run("sync").unwrap();
+    let doc = device.new_inspection();
+    device.run("sync").unwrap();
+    device.run("sync").unwrap();
+    device.run(&format!("edit {doc} --append findings=x")).unwrap();
+    device.run("sync").unwrap();
+
+    // Assert
+    let syncs = syncs.lock().unwrap();
+    let keys: Vec<Option<&str>> = syncs.iter().map(|(key, _)| key.as_deref()).collect();
+    assert_eq!(keys[0], None, "a download-only request carries no key");
+    assert_eq!(keys[1], Some(idempotency_key(&syncs[1].1).as_str()));
+    assert_eq!(syncs[1].1, syncs[2].1);
+    assert_eq!(keys[1], keys[2]);
+    assert_ne!(keys[3], keys[1]);
+    assert_eq!(keys[3], Some(idempotency_key(&syncs[3].1).as_str()));
+}
+
+#[test]
+fn removed_evidence_stays_in_the_record_marked_removed() {
+    let device = Device::new();
+    let doc = device.new_inspection();
+    let added = device.add_evidence(&doc, "photo.jpg", b"abc");
+    let evidence = added["evidence"].as_str().unwrap();
+
+    let removed =
+        device.run(&format!("evidence-remove {doc} {evidence} --reason 拍错对象")).unwrap();
+    let shown = device.run(&format!("show {doc}")).unwrap();
+
+    assert_eq!(removed, json!({"id": doc, "evidence": evidence, "removed": true}));
+    let items = shown["record"]["evidence"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["id"], evidence);
+    assert_eq!(items[0]["sha256"], added["sha256"]);
+    assert_eq!(items[0]["removed"]["by"], "o1");
+    assert_eq!(items[0]["removed"]["reason"], "拍错对象");
+    assert!(items[0]["removed"]["at"].as_i64().unwrap() > 0);
+    let sha256 = added["sha256"].as_str().unwrap();
+    assert!(device.home.path().join("blobs").join(sha256).exists());
+    assert_eq!(device.run("list").unwrap()[0]["pending"], true);
+    check_refused(
+        &device,
+        &format!("evidence-remove {doc} {evidence} --reason again"),
+        "already_removed",
+    );
+    check_refused(&device, &format!("evidence-remove {doc} nope --reason x"), "unknown_evidence");
+    let other = DocumentId::from_bytes([3; 16]);
+    check_refused(
+        &device,
+        &format!("evidence-remove {other} {evidence} --reason x"),
+        "unknown_document",
+    );
+}
+
+#[test]
+fn evidence_bytes_come_from_the_device_or_the_server_and_are_checked() {
+    // Arrange
+    let blobs = Arc::new(Mutex::new(BlobServer::default()));
+    let (server, _) = blob_server(&blobs, relay());
+    let device = Device::with_server(&server);
+    let doc = device.new_inspection();
+    let added = device.add_evidence(&doc, "photo.jpg", b"abc");
+    let evidence = added["evidence"].as_str().unwrap();
+    let sha256 = added["sha256"].as_str().unwrap();
+    let out = device.home.path().join("out.jpg");
+    let get = format!("evidence-get {doc} {evidence} --out {}", out.display());
+
+    // Act and assert: from the device.
+    let local = device.run(&get).unwrap();
+    assert_eq!(local["source"], "device");
+    assert_eq!(local["size"], 3);
+    assert_eq!(fs::read(&out).unwrap(), b"abc");
+
+    // From the server, once the device no longer holds the bytes.
+    fs::remove_file(&out).unwrap();
+    fs::remove_file(device.home.path().join("blobs").join(sha256)).unwrap();
+    blobs.lock().unwrap().complete.insert(sha256.to_owned(), b"abc".to_vec());
+    let downloaded = device.run(&get).unwrap();
+    assert_eq!(downloaded["source"], "server");
+    assert_eq!(downloaded["sha256"], sha256);
+    assert_eq!(fs::read(&out).unwrap(), b"abc");
+
+    // Bytes that do not match the hash are not written.
+    fs::remove_file(&out).unwrap();
+    blobs.lock().unwrap().complete.insert(sha256.to_owned(), b"abd".to_vec());
+    check_refused(&device, &get, "blob_hash_mismatch");
+    assert!(!out.exists());
+    blobs.lock().unwrap().complete.clear();
+    check_refused(&device, &get, "not_found");
+    check_refused(&device, &format!("evidence-get {doc} nope --out x"), "unknown_evidence");
 }
