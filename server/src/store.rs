@@ -14,8 +14,9 @@ pub(crate) mod changes;
 pub mod check;
 pub(crate) mod device_documents;
 pub(crate) mod devices;
-mod documents;
+pub(crate) mod documents;
 pub(crate) mod idempotency;
+pub(crate) mod quarantine;
 pub(crate) mod registry;
 mod schema;
 #[cfg(test)]

@@ -237,7 +237,7 @@ fn request_for(cursor: u64, docs: Vec<DocUpload>) -> SyncRequest {
 fn accepted_heads(response: &SyncResponse, index: usize) -> (Vec<[u8; 32]>, u32) {
     match &response.results[index].outcome {
         DocOutcome::Accepted { heads, stored } => (heads.clone(), *stored),
-        DocOutcome::Rejected { code, message } => panic!("rejected: {code}: {message}"),
+        DocOutcome::Rejected { code, message, .. } => panic!("rejected: {code}: {message}"),
     }
 }
 

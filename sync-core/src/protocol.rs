@@ -81,12 +81,15 @@ pub enum DocOutcome {
         /// How many of the uploaded changes were new to the server.
         stored: u32,
     },
-    /// Nothing of this document's upload was stored.
+    /// Nothing of this document's upload was merged.
     Rejected {
         /// Stable snake_case code.
         code: String,
         /// Human sentence.
         message: String,
+        /// The changes are kept on the server for review (not merged, not lost): the device
+        /// may treat them as delivered.
+        quarantined: bool,
     },
 }
 

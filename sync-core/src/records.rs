@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{EditError, ReplicaError};
 pub use crate::records::case_file::{CaseFile, IssuedDocument, Penalty, TimelineEvent};
 pub use crate::records::inspection::{ChecklistItem, Gnss, InspectionRecord, Signature, Site};
-pub use crate::records::procedure::{CaseState, Procedure, ProcedureFold, TransitionIssue};
+pub use crate::records::procedure::{
+    CaseState, Procedure, ProcedureFold, SERVER_AUTHORED, TransitionIssue,
+};
 
 /// The schema version written by this build; readers accept this and every older version.
 pub const SCHEMA_VERSION: i64 = 1;
@@ -163,6 +165,46 @@ pub fn withdraw_evidence(
         .map_err(|err| EditError::Automerge(err.to_string()))
 }
 
+/// The actor of the server: the only writer of server-authored events (filing, decisions,
+/// closing, archiving).
+///
+/// A fixed, well-known id keeps the case fold identical on every replica. It cannot be forged
+/// from a device: the server refuses any new change whose actor is not registered to the
+/// uploading device, and no device is ever registered with this actor.
+pub const SERVER_ACTOR: [u8; 16] = *b"fieldcase:server";
+
+/// The hex form of [`SERVER_ACTOR`], as timeline events carry it.
+pub fn server_actor_hex() -> String {
+    ActorId::from(SERVER_ACTOR).to_hex_string()
+}
+
+/// Replaces each event's self-declared `actor` with the actor that really wrote it, read
+/// from the document's operations: who inserted the event and who set its kind. Where the two
+/// differ, the one that is not the server wins, so a device can neither claim nor borrow a
+/// server-authored event.
+fn attribute_timeline(doc: &impl autosurgeon::ReadDoc, case_file: &mut CaseFile) {
+    fn actor_of(id: &automerge::ObjId) -> Option<String> {
+        match id {
+            automerge::ObjId::Id(_, actor, _) => Some(actor.to_hex_string()),
+            automerge::ObjId::Root => None,
+        }
+    }
+    let Ok(Some((_, list))) = doc.get(&ROOT, "timeline") else { return };
+    let server = server_actor_hex();
+    for (index, event) in case_file.timeline.iter_mut().enumerate() {
+        let Ok(Some((_, item))) = doc.get(&list, index) else { continue };
+        let inserted_by = actor_of(&item);
+        let kind_by = doc.get(&item, "kind").ok().flatten().and_then(|(_, id)| actor_of(&id));
+        let author = match (inserted_by, kind_by) {
+            (Some(inserted), Some(kind)) if kind == server => inserted,
+            (_, Some(kind)) => kind,
+            (Some(inserted), None) => inserted,
+            (None, None) => continue,
+        };
+        event.actor = author;
+    }
+}
+
 /// Either record, hydrated.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Record {
@@ -178,7 +220,11 @@ impl Record {
         let invalid = |err: autosurgeon::HydrateError| EditError::NotARecord(err.to_string());
         Ok(match RecordKind::of(doc)? {
             RecordKind::Inspection => Self::Inspection(Box::new(hydrate(doc).map_err(invalid)?)),
-            RecordKind::Case => Self::Case(Box::new(hydrate(doc).map_err(invalid)?)),
+            RecordKind::Case => {
+                let mut case_file: CaseFile = hydrate(doc).map_err(invalid)?;
+                attribute_timeline(doc, &mut case_file);
+                Self::Case(Box::new(case_file))
+            }
         })
     }
 
@@ -247,6 +293,36 @@ mod tests {
     use automerge::{ActorId, ReadDoc};
 
     use super::*;
+
+    #[test]
+    fn timeline_authors_come_from_the_operations_not_the_declared_actor() {
+        let device = ActorId::from([7u8; 16]);
+        let mut case_file = CaseFile::new(
+            "c".to_owned(),
+            Procedure::General,
+            "AJ-001".to_owned(),
+            Party::default(),
+        );
+        // A device forging the server's actor in the event's own field.
+        case_file.append_event(
+            "e1".to_owned(),
+            "file".to_owned(),
+            "o-1".to_owned(),
+            server_actor_hex(),
+            0,
+            std::collections::BTreeMap::new(),
+        );
+        let doc = create_document(&device, &case_file, 0).unwrap();
+        let Record::Case(hydrated) = Record::hydrate(&doc).unwrap() else { panic!("a case") };
+        assert_eq!(hydrated.timeline[0].actor, device.to_hex_string());
+        assert_eq!(hydrated.fold().state, CaseState::Lead);
+
+        let server_doc = create_document(&ActorId::from(SERVER_ACTOR), &case_file, 0).unwrap();
+        let Record::Case(by_server) = Record::hydrate(&server_doc).unwrap() else {
+            panic!("a case")
+        };
+        assert_eq!(by_server.fold().state, CaseState::Filed);
+    }
 
     #[test]
     fn withdrawn_evidence_stays_in_the_record_and_its_history() {

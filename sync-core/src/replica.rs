@@ -214,7 +214,12 @@ impl SyncRound {
                     outcome.uploaded += stored as usize;
                     acknowledged.insert(result.doc_id, uploaded);
                 }
-                DocOutcome::Rejected { code, message } => {
+                DocOutcome::Rejected { code, message, quarantined } => {
+                    // Quarantined changes are held by the server for review: delivered, so
+                    // nothing of them stays pending and the document may be evicted.
+                    if quarantined {
+                        acknowledged.insert(result.doc_id, uploaded);
+                    }
                     outcome.rejected.push((result.doc_id, code, message));
                 }
             }

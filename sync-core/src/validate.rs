@@ -208,6 +208,13 @@ fn transitions(case_file: &CaseFile, out: &mut Vec<Finding>) {
                 format!("event {kind:?} is not allowed in state {}", from.as_str()),
                 format!("案件处于“{}”状态时不得进行“{kind}”", from.as_str()),
             ),
+            TransitionIssue::Unauthorised { index, kind, actor } => Finding::new(
+                "unauthorised_transition",
+                Severity::Error,
+                format!("timeline.{index}"),
+                format!("{kind:?} may only be recorded by the server on a supervisor's approval; actor {actor} wrote it"),
+                format!("“{kind}”须经审批后由系统记录，设备{actor}不得自行记录"),
+            ),
             TransitionIssue::Concurrent { indexes, kinds } => Finding::new(
                 "conflicting_transitions",
                 Severity::Error,

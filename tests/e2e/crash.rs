@@ -157,7 +157,7 @@ impl<'a> Uploader<'a> {
                         .iter()
                         .map(|hash| automerge::ChangeHash(*hash).to_string())
                         .collect()),
-                    DocOutcome::Rejected { code, message } => Err(format!("{code}: {message}")),
+                    DocOutcome::Rejected { code, message, .. } => Err(format!("{code}: {message}")),
                 },
                 None => Err("no result for the uploaded record".to_owned()),
             }

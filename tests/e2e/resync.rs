@@ -490,14 +490,16 @@ fn after_an_officer_moves_to_another_township_the_device_evicts_the_old_township
 }
 
 #[test]
-fn after_a_move_a_record_with_pending_edits_stays_on_the_device_and_the_others_are_evicted() {
-    // The device deletes an evicted record only once nothing of it is pending; the refused
-    // upload of the pending edit must not keep the other records from being evicted.
+fn after_a_move_pending_edits_of_the_old_township_are_quarantined_and_every_record_is_evicted() {
+    // Edits the officer made while still allowed are neither merged into a document the
+    // officer may no longer write nor lost: the server keeps them in quarantine for review,
+    // and the device, having delivered them, evicts the record like the others.
     // Arrange: two synced records, then an edit of one of them that is not synced yet.
     let server = TestServer::spawn_demo();
     let demo = server.demo().clone();
     let (device, enrolled) = Device::enrolled(&server, &demo.officers[0].code);
     let mut admin = server.admin();
+    let mut supervisor = server.supervisor();
     let clean = device.new_inspection(&demo.entrusted, &demo.officers[1].officer);
     let edited = device.new_inspection(&demo.entrusted, &demo.officers[1].officer);
     assert_eq!(device.json(&["sync"])["ok"], true);
@@ -510,22 +512,28 @@ fn after_a_move_a_record_with_pending_edits_stays_on_the_device_and_the_others_a
         )
         .expect("the admin moves the officer");
 
-    // Act: whether the sync reports the refused edit as an error or as a rejection.
+    // Act
     let synced = device.run(&["sync"]);
 
     // Assert
-    let listed = device.json(&["list"]);
-    let rows = listed.as_array().expect("list");
+    let report: Value = serde_json::from_slice(&synced.stdout).expect("sync --json output");
+    assert_eq!(report["ok"], false, "{report}");
+    let rejected = report["rejected"].as_array().expect("rejected list");
+    assert_eq!(rejected.len(), 1, "{report}");
+    assert_eq!(rejected[0]["id"], edited.as_str());
+    assert_eq!(rejected[0]["code"], "out_of_scope");
+    assert_eq!(device.json(&["list"]), json!([]), "both records are evicted");
+    let view = supervisor.get_json(&format!("/v1/docs/{edited}")).expect("supervisor view");
     assert!(
-        !rows.iter().any(|row| row["id"] == clean.as_str()),
-        "{clean} has nothing pending and must be evicted: {listed}; sync said {}",
-        String::from_utf8_lossy(&synced.stdout)
+        !view["record"]["findings"].as_str().unwrap_or_default().contains("现场复查"),
+        "a quarantined edit is not merged: {view}"
     );
-    let kept = rows.iter().find(|row| row["id"] == edited.as_str());
-    assert_eq!(kept.map(|row| &row["pending"]), Some(&json!(true)), "{listed}");
-    let shown = device.json(&["show", &edited]);
     assert!(
-        shown["record"]["findings"].as_str().is_some_and(|text| text.ends_with("现场复查。")),
-        "{shown}"
+        !rows_mention(&device.json(&["list"]), &clean),
+        "{clean} has nothing pending and is evicted"
     );
+}
+
+fn rows_mention(listed: &Value, doc: &str) -> bool {
+    listed.as_array().is_some_and(|rows| rows.iter().any(|row| row["id"] == doc))
 }

@@ -42,7 +42,8 @@ use crate::state::AppState;
 use crate::store::idempotency::{self, StoredAnswer};
 use crate::store::{
     Attribution, DocumentUpload, Refusal, Store, StoreError, StoredScope, UploadPolicy,
-    WriteContext, changes, device_documents, devices, merge_uploads_in, registry,
+    WriteContext, changes, device_documents, devices, documents, merge_uploads_in, quarantine,
+    registry,
 };
 
 /// 8 MiB: the largest sync body accepted, checked before any parsing (SECURITY.md B-25).
@@ -238,21 +239,75 @@ fn prepare(
 }
 
 impl SyncRound {
+    /// Splits off the uploads for documents this device holds but may no longer see (its
+    /// officer moved): their changes go to quarantine, neither merged nor lost. Uploads to
+    /// documents the device never held still meet the policy, and a 403.
+    #[allow(clippy::type_complexity)]
+    fn quarantine_moved(
+        &self,
+        uploads: Vec<DocumentUpload>,
+        connection: &rusqlite::Connection,
+    ) -> Result<(Vec<DocumentUpload>, Vec<(DocumentId, Vec<automerge::Change>)>), StoreError> {
+        let mut kept = Vec::with_capacity(uploads.len());
+        let mut quarantined = Vec::new();
+        for upload in uploads {
+            let moved_away = match (&self.policy, self.all) {
+                (Some(policy), false) => {
+                    let stored = documents::stored_scope(connection, upload.doc_id)?;
+                    let elsewhere = stored.is_some_and(|stored| {
+                        stored.township.is_some() && stored.township != self.township
+                    });
+                    if elsewhere
+                        && device_documents::holds(connection, &self.device, upload.doc_id)?
+                    {
+                        for change in &upload.changes {
+                            policy.check_actor(change.actor_id())?;
+                        }
+                        true
+                    } else {
+                        false
+                    }
+                }
+                _ => false,
+            };
+            if moved_away {
+                quarantined.push((upload.doc_id, upload.changes));
+            } else {
+                kept.push(upload);
+            }
+        }
+        Ok((kept, quarantined))
+    }
+
     /// Merges, reads the feed, records what the device holds, lists what it must evict and
     /// stores the answer under the key, all in the job's savepoint: the answer exists only if
     /// everything it acknowledges committed.
-    fn run(self, context: &mut WriteContext<'_>) -> Result<Vec<u8>, StoreError> {
+    fn run(mut self, context: &mut WriteContext<'_>) -> Result<Vec<u8>, StoreError> {
         // Checked again on the writer: a request with the same key may have committed since.
         if let Some(keyed) = &self.keyed
             && let Some(answer) = keyed.stored_answer(context.connection(), &self.device)?
         {
             return Ok(answer);
         }
+        let uploads = std::mem::take(&mut self.uploads);
+        let (uploads, mut quarantined) = self.quarantine_moved(uploads, context.connection())?;
         let merged = match &self.policy {
-            Some(policy) => merge_uploads_in(context, self.uploads, self.received_at, policy)?,
+            Some(policy) => merge_uploads_in(context, uploads, self.received_at, policy)?,
             None => Vec::new(),
         };
         let connection = context.connection();
+        if let Some(policy) = &self.policy {
+            for (doc_id, changes) in &mut quarantined {
+                quarantine::insert(
+                    connection,
+                    *doc_id,
+                    changes,
+                    policy.attribution(),
+                    "the officer can no longer see this document (moved to another township)",
+                    self.received_at,
+                )?;
+            }
+        }
         let township = self.township.as_deref();
         let received = merged.iter().filter(|doc| !doc.heads.is_empty()).map(|doc| doc.doc_id);
         device_documents::record(connection, &self.device, received)?;
@@ -277,6 +332,17 @@ impl SyncRound {
                         .expect("at most MAX_CHANGES_PER_SYNC changes"),
                 },
             })
+            .chain(quarantined.iter().map(|(doc_id, _)| DocResult {
+                doc_id: *doc_id,
+                outcome: DocOutcome::Rejected {
+                    code: "out_of_scope".to_owned(),
+                    message: format!(
+                        "document {doc_id} left this device's scope; its changes are kept in \
+                         quarantine for a supervisor to review"
+                    ),
+                    quarantined: true,
+                },
+            }))
             .collect();
         let answer = SyncResponse {
             cursor: feed.cursor,

@@ -22,6 +22,20 @@ pub(crate) fn record(
     Ok(())
 }
 
+/// Whether the device holds the document: the server delivered it, or the device wrote to it.
+pub(crate) fn holds(
+    connection: &Connection,
+    device: &str,
+    doc_id: DocumentId,
+) -> Result<bool, StoreError> {
+    Ok(connection.query_row(
+        "SELECT EXISTS (SELECT 1 FROM device_documents WHERE device = ?1 AND doc_id = ?2) \
+             OR EXISTS (SELECT 1 FROM changes WHERE doc_id = ?2 AND device = ?1)",
+        params![device, doc_id.as_bytes()],
+        |row| row.get(0),
+    )?)
+}
+
 /// The documents the device holds but can no longer see (visibility `all`, `township`),
 /// forgotten for the device as they are returned, in id order.
 pub(crate) fn evict(

@@ -211,6 +211,30 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (device, doc_id)
     );
     ",
+    // 4: changes a device made to a document it can no longer see (its officer moved), kept
+    // for review rather than merged or dropped.
+    "
+    CREATE TABLE quarantine (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        doc_id BLOB NOT NULL,
+        hash BLOB NOT NULL,
+        bytes BLOB NOT NULL,
+        device TEXT,
+        officer TEXT,
+        certificate TEXT,
+        reason TEXT NOT NULL,
+        received_at INTEGER NOT NULL,
+        UNIQUE (doc_id, hash)
+    );
+    CREATE TRIGGER quarantine_no_update BEFORE UPDATE ON quarantine
+    BEGIN
+        SELECT RAISE(ABORT, 'quarantine is append-only');
+    END;
+    CREATE TRIGGER quarantine_no_delete BEFORE DELETE ON quarantine
+    BEGIN
+        SELECT RAISE(ABORT, 'quarantine is append-only');
+    END;
+    ",
 ];
 
 /// Opens (creating it if needed) the database for writing and brings its schema up to date.

@@ -174,6 +174,11 @@ fn transition(kind: &str) -> Option<(&'static [CaseState], CaseState)> {
     })
 }
 
+/// Event kinds only the server may write (DOMAIN.md §3: filing approval, general-procedure
+/// decisions with their official numbers, closing and archiving); a device records a request
+/// (`request_file`, `request_decision`, `request_close`) and a supervisor grants it.
+pub const SERVER_AUTHORED: [&str; 5] = ["file", "not_file", "decide", "close", "archive"];
+
 /// Something irregular in a timeline.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TransitionIssue {
@@ -185,6 +190,15 @@ pub enum TransitionIssue {
         kind: String,
         /// The state the case was in.
         from: CaseState,
+    },
+    /// A server-authored transition written by a device; the case does not move.
+    Unauthorised {
+        /// Position of the event in the timeline.
+        index: usize,
+        /// The event kind.
+        kind: String,
+        /// Hex actor that wrote it.
+        actor: String,
     },
     /// Two or more transitions were written concurrently after the same event.
     Concurrent {
@@ -207,13 +221,25 @@ pub struct ProcedureFold {
 impl ProcedureFold {
     /// Folds the events in timeline order. An invalid transition is reported and skipped, so
     /// one bad event does not hide the rest of the case.
+    ///
+    /// A server-authored kind ([`SERVER_AUTHORED`]) moves the case only when its `actor` is
+    /// the server's; `Record::hydrate` sets every event's actor from the document's operations.
     pub fn run(procedure: Procedure, events: &[TimelineEvent]) -> Self {
         let mut state = procedure.initial_state();
         let mut issues = Vec::new();
         let mut by_prev: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        let server = crate::records::server_actor_hex();
         for (index, event) in events.iter().enumerate() {
             let Some((from, to)) = transition(&event.kind) else { continue };
             by_prev.entry(event.prev.as_str()).or_default().push(index);
+            if SERVER_AUTHORED.contains(&event.kind.as_str()) && event.actor != server {
+                issues.push(TransitionIssue::Unauthorised {
+                    index,
+                    kind: event.kind.clone(),
+                    actor: event.actor.clone(),
+                });
+                continue;
+            }
             if from.contains(&state) {
                 state = to;
             } else {
@@ -237,12 +263,17 @@ mod tests {
     use super::*;
 
     fn event(id: &str, kind: &str, prev: &str) -> TimelineEvent {
+        let actor = if SERVER_AUTHORED.contains(&kind) {
+            crate::records::server_actor_hex()
+        } else {
+            "aa".to_owned()
+        };
         TimelineEvent {
             id: id.to_owned(),
             kind: kind.to_owned(),
             prev: prev.to_owned(),
             officer: "o1".to_owned(),
-            actor: "aa".to_owned(),
+            actor,
             device_time: 0,
             fields: BTreeMap::new(),
         }
@@ -297,6 +328,21 @@ mod tests {
     #[test]
     fn a_failed_precondition_is_an_issue_not_a_state() {
         check(Procedure::General, &[("a", "decide", "")], CaseState::Lead, 1);
+    }
+
+    #[test]
+    fn a_device_cannot_file_decide_or_close() {
+        let mut events = vec![event("a", "file", "")];
+        events[0].actor = "aa".to_owned();
+        let fold = ProcedureFold::run(Procedure::General, &events);
+        assert_eq!(fold.state, CaseState::Lead);
+        assert!(matches!(fold.issues[..], [TransitionIssue::Unauthorised { index: 0, .. }]));
+        check(
+            Procedure::General,
+            &[("a", "request_file", ""), ("b", "file", "a")],
+            CaseState::Filed,
+            0,
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use crate::numbers::NumberBlock;
 use crate::records::{
     CaseFile, Evidence, InspectionRecord, IssuedDocument, OfficerPresent, Party, Penalty,
-    Procedure, Record, Site,
+    Procedure, Record, SERVER_AUTHORED, Site, server_actor_hex,
 };
 use crate::scope::Action;
 use crate::validate::{
@@ -50,14 +50,9 @@ fn event(case_file: &mut CaseFile, kind: &str, day: i64, fields: &[(&str, &str)]
     let id = format!("e{}", case_file.timeline.len());
     let fields: BTreeMap<String, String> =
         fields.iter().map(|(key, value)| ((*key).to_owned(), (*value).to_owned())).collect();
-    case_file.append_event(
-        id,
-        kind.to_owned(),
-        "o-1".to_owned(),
-        "aa".to_owned(),
-        day * DAY,
-        fields,
-    );
+    // Server-authored kinds are written by the server's actor, as the review flow does.
+    let actor = if SERVER_AUTHORED.contains(&kind) { server_actor_hex() } else { "aa".to_owned() };
+    case_file.append_event(id, kind.to_owned(), "o-1".to_owned(), actor, day * DAY, fields);
 }
 
 fn penalty(fine_yuan: i64) -> Option<Penalty> {

@@ -235,7 +235,7 @@ fn evidence_is_stored_as_a_blob_and_listed_in_the_record() {
 }
 
 #[test]
-fn events_derive_the_case_state_and_belong_to_case_files_only() {
+fn events_derive_the_case_state_and_a_device_can_only_request_filing() {
     let device = Device::new();
     let inspection = device.new_inspection();
     let case = device
@@ -248,19 +248,24 @@ fn events_derive_the_case_state_and_belong_to_case_files_only() {
         .unwrap()
         .to_owned();
 
-    let filed = device.run(&format!("event {case} file --officer o1 --set reason=线索")).unwrap();
-    let investigating = device.run(&format!("event {case} investigate")).unwrap();
+    let requested =
+        device.run(&format!("event {case} request_file --officer o1 --set reason=线索")).unwrap();
+    // Filing (立案) is server-authored: the device's own `file` event does not move the case.
+    let filed = device.run(&format!("event {case} file")).unwrap();
     let refused = device.run(&format!("event {inspection} file")).unwrap_err();
     let shown = device.run(&format!("show {case}")).unwrap();
 
-    assert_eq!(filed["state"], "filed");
-    assert_eq!(investigating["state"], "investigating");
+    assert_eq!(requested["state"], "lead");
+    assert_eq!(filed["state"], "lead");
     assert_eq!(crate::commands::error_code(&refused), "not_a_case");
-    assert_eq!(shown["state"], "investigating");
+    assert_eq!(shown["state"], "lead");
+    let codes: Vec<&str> =
+        shown["findings"].as_array().unwrap().iter().filter_map(|f| f["code"].as_str()).collect();
+    assert!(codes.contains(&"unauthorised_transition"), "{codes:?}");
     assert_eq!(shown["record"]["inspections"], json!([inspection]));
     assert_eq!(shown["record"]["parties"][0]["kind"], "legal");
     assert_eq!(shown["record"]["timeline"][0]["fields"]["reason"], "线索");
-    assert_eq!(shown["record"]["timeline"][1]["prev"], filed["event"]);
+    assert_eq!(shown["record"]["timeline"][1]["prev"], requested["event"]);
 }
 
 #[test]
@@ -386,6 +391,7 @@ fn a_refused_upload_stays_pending_and_is_not_resent_in_the_same_run() {
                 outcome: DocOutcome::Rejected {
                     code: "out_of_scope".to_owned(),
                     message: "not your township".to_owned(),
+                    quarantined: false,
                 },
             })
             .collect();
@@ -587,7 +593,11 @@ fn an_upload_carries_a_stable_idempotency_key_and_a_download_none() {
             .iter()
             .map(|upload| DocResult {
                 doc_id: upload.doc_id,
-                outcome: DocOutcome::Rejected { code: "busy".to_owned(), message: "x".to_owned() },
+                outcome: DocOutcome::Rejected {
+                    code: "busy".to_owned(),
+                    message: "x".to_owned(),
+                    quarantined: false,
+                },
             })
             .collect();
         (200, SyncResponse { results, ..SyncResponse::default() }.encode())
