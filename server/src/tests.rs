@@ -238,6 +238,7 @@ fn accepted_heads(response: &SyncResponse, index: usize) -> (Vec<[u8; 32]>, u32)
     match &response.results[index].outcome {
         DocOutcome::Accepted { heads, stored } => (heads.clone(), *stored),
         DocOutcome::Rejected { code, message, .. } => panic!("rejected: {code}: {message}"),
+        DocOutcome::Resync { .. } => panic!("the server asked for a resync"),
     }
 }
 
@@ -292,14 +293,34 @@ async fn a_change_whose_deps_are_missing_is_refused_and_stores_nothing() {
     let mut doc = chengguan_inspection(&officer, id);
     let created = doc.get_heads();
     set_outcome(&mut doc, "case_lead");
+    // Only the second change, claiming no acknowledged heads: its dependency is nowhere.
+    let mut second_only = upload(id, &mut doc, &created);
+    second_only.base_heads.clear();
+
+    let response = api.post_sync(&officer, request_for(0, vec![second_only]).encode()).await;
+
+    response.check_error(StatusCode::CONFLICT, "missing_deps");
+    let message = response.json()["error"]["message"].to_string();
+    assert!(message.contains(&created[0].to_string()), "{message}");
+    assert_eq!(api.change_rows(), 0);
+}
+
+#[tokio::test]
+async fn an_upload_claiming_heads_the_server_does_not_know_gets_a_resync_and_stores_nothing() {
+    let api = TestApi::new();
+    let officer = api.login("o-1").await;
+    let id = doc_id(2);
+    let mut doc = chengguan_inspection(&officer, id);
+    let created = doc.get_heads();
+    set_outcome(&mut doc, "case_lead");
 
     let response = api
         .post_sync(&officer, request_for(0, vec![upload(id, &mut doc, &created)]).encode())
         .await;
 
-    response.check_error(StatusCode::CONFLICT, "missing_deps");
-    let message = response.json()["error"]["message"].to_string();
-    assert!(message.contains(&created[0].to_string()), "{message}");
+    assert_eq!(response.status, StatusCode::OK);
+    let answer = SyncResponse::decode(&response.body).expect("a sync answer");
+    assert_eq!(answer.results[0].outcome, DocOutcome::Resync { heads: Vec::new() });
     assert_eq!(api.change_rows(), 0);
 }
 

@@ -81,6 +81,13 @@ pub enum DocOutcome {
         /// How many of the uploaded changes were new to the server.
         stored: u32,
     },
+    /// The server does not know the heads the device claims it acknowledged (the device or the
+    /// server was restored from a backup). Nothing was merged; the device uploads, in its next
+    /// round, the changes after the heads it shares with the server, instead of a whole history.
+    Resync {
+        /// The server's current heads for the document (empty if it has none).
+        heads: Vec<Hash>,
+    },
     /// Nothing of this document's upload was merged.
     Rejected {
         /// Stable snake_case code.

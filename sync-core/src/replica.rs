@@ -214,6 +214,19 @@ impl SyncRound {
                     outcome.uploaded += stored as usize;
                     acknowledged.insert(result.doc_id, uploaded);
                 }
+                DocOutcome::Resync { heads } => {
+                    // Keep as acknowledged only the server's heads this device also holds: the
+                    // next round then uploads exactly the changes the server may lack.
+                    if let Some(device_doc) = docs.get_mut(&result.doc_id) {
+                        let shared: Vec<ChangeHash> = hashes_from_wire(&heads)
+                            .into_iter()
+                            .filter(|hash| device_doc.doc.get_change_meta_by_hash(hash).is_some())
+                            .collect();
+                        device_doc.synced_heads = shared;
+                        outcome.touched.insert(result.doc_id);
+                        outcome.more = true;
+                    }
+                }
                 DocOutcome::Rejected { code, message, quarantined } => {
                     // Quarantined changes are held by the server for review: delivered, so
                     // nothing of them stays pending and the document may be evicted.

@@ -158,6 +158,7 @@ impl<'a> Uploader<'a> {
                         .map(|hash| automerge::ChangeHash(*hash).to_string())
                         .collect()),
                     DocOutcome::Rejected { code, message, .. } => Err(format!("{code}: {message}")),
+                    DocOutcome::Resync { .. } => Err("the server asked for a resync".to_owned()),
                 },
                 None => Err("no result for the uploaded record".to_owned()),
             }

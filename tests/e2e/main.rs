@@ -8,6 +8,7 @@ mod crash;
 mod errors;
 mod harness;
 mod jose;
+mod restore;
 mod resync;
 mod scope;
 mod storage;

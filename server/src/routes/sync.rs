@@ -16,7 +16,7 @@
 //! as its changes, and a retry of the same body gets that answer byte for byte; the answer
 //! lists in `evict` the documents the device holds but may no longer see.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use automerge::{ActorId, Automerge, ChangeHash};
 use axum::Router;
@@ -32,6 +32,7 @@ use sync_core::merge::{UploadLimits, parse_changes_within};
 use sync_core::protocol::{CONTENT_TYPE, DocOutcome, DocResult, SyncRequest, SyncResponse};
 use sync_core::records::Procedure;
 use sync_core::records::Record;
+use sync_core::replica::hashes_from_wire;
 use sync_core::scope::{Action, ScopeItem};
 
 use crate::auth::{Caller, now_millis};
@@ -150,6 +151,8 @@ struct SyncRound {
     keyed: Option<KeyedRequest>,
     cursor: u64,
     uploads: Vec<DocumentUpload>,
+    // The heads each upload claims the server acknowledged.
+    base_heads: HashMap<DocumentId, Vec<ChangeHash>>,
     uploaded: HashSet<ChangeHash>,
     // `Some` exactly when the request carries changes.
     policy: Option<SyncPolicy>,
@@ -184,6 +187,7 @@ fn prepare(
     let mut doc_ids = HashSet::new();
     let mut uploaded = HashSet::new();
     let mut uploads = Vec::with_capacity(request.docs.len());
+    let mut base_heads = HashMap::with_capacity(request.docs.len());
     for doc_upload in &request.docs {
         if !doc_ids.insert(doc_upload.doc_id) {
             return Err(ApiError::MalformedChange(format!(
@@ -199,6 +203,7 @@ fn prepare(
         )?;
         uploaded.extend(changes.iter().map(automerge::Change::hash));
         uploads.push(DocumentUpload { doc_id: doc_upload.doc_id, changes });
+        base_heads.insert(doc_upload.doc_id, hashes_from_wire(&doc_upload.base_heads));
     }
     let policy = if uploaded.is_empty() {
         None
@@ -232,6 +237,7 @@ fn prepare(
         keyed,
         cursor: request.cursor,
         uploads,
+        base_heads,
         uploaded,
         policy,
         received_at,
@@ -239,6 +245,36 @@ fn prepare(
 }
 
 impl SyncRound {
+    /// Splits off the uploads whose acknowledged heads the server does not know (the device or
+    /// the server was restored from a backup): nothing of them is merged, and the device is
+    /// told the server's heads so that its next round carries only what the server lacks.
+    #[allow(clippy::type_complexity)]
+    fn split_unknown_heads(
+        &self,
+        uploads: Vec<DocumentUpload>,
+        connection: &rusqlite::Connection,
+    ) -> Result<(Vec<DocumentUpload>, Vec<(DocumentId, Vec<ChangeHash>)>), StoreError> {
+        let mut kept = Vec::with_capacity(uploads.len());
+        let mut resync = Vec::new();
+        for upload in uploads {
+            let claimed =
+                self.base_heads.get(&upload.doc_id).map(Vec::as_slice).unwrap_or_default();
+            let mut unknown = false;
+            for hash in claimed {
+                if !changes::is_stored(connection, upload.doc_id, hash)? {
+                    unknown = true;
+                    break;
+                }
+            }
+            if unknown {
+                resync.push((upload.doc_id, documents::heads(connection, upload.doc_id)?));
+            } else {
+                kept.push(upload);
+            }
+        }
+        Ok((kept, resync))
+    }
+
     /// Splits off the uploads for documents this device holds but may no longer see (its
     /// officer moved): their changes go to quarantine, neither merged nor lost. Uploads to
     /// documents the device never held still meet the policy, and a 403.
@@ -290,6 +326,7 @@ impl SyncRound {
             return Ok(answer);
         }
         let uploads = std::mem::take(&mut self.uploads);
+        let (uploads, resync) = self.split_unknown_heads(uploads, context.connection())?;
         let (uploads, mut quarantined) = self.quarantine_moved(uploads, context.connection())?;
         let merged = match &self.policy {
             Some(policy) => merge_uploads_in(context, uploads, self.received_at, policy)?,
@@ -332,6 +369,10 @@ impl SyncRound {
                         .expect("at most MAX_CHANGES_PER_SYNC changes"),
                 },
             })
+            .chain(resync.into_iter().map(|(doc_id, heads)| DocResult {
+                doc_id,
+                outcome: DocOutcome::Resync { heads: heads.iter().map(|hash| hash.0).collect() },
+            }))
             .chain(quarantined.iter().map(|(doc_id, _)| DocResult {
                 doc_id: *doc_id,
                 outcome: DocOutcome::Rejected {

@@ -153,6 +153,10 @@ pub(crate) fn feed_after(
          JOIN documents d ON d.id = c.doc_id \
          WHERE c.feed_seq > ?1 AND (?2 OR d.township = ?3) ORDER BY c.feed_seq",
     )?;
+    // Feed sequences only grow, so a cursor past the end of the feed was handed out before the
+    // database was restored from a backup: send that device everything it may see again.
+    let restored = i64::try_from(cursor).map_or(true, |cursor| cursor > last_feed_seq);
+    let cursor = if restored { 0 } else { cursor };
     let mut rows =
         statement.query(params![i64::try_from(cursor).unwrap_or(i64::MAX), all, township])?;
     let mut updates: Vec<DocUpdate> = Vec::new();
@@ -208,6 +212,17 @@ pub(crate) fn history(
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Whether the change is stored for the document.
+pub(crate) fn is_stored(
+    connection: &Connection,
+    doc_id: DocumentId,
+    hash: &ChangeHash,
+) -> Result<bool, StoreError> {
+    let mut statement =
+        connection.prepare_cached("SELECT 1 FROM changes WHERE hash = ?1 AND doc_id = ?2")?;
+    Ok(statement.exists(params![hash.0.as_slice(), doc_id.as_bytes()])?)
 }
 
 /// Number of rows in the change log.

@@ -262,6 +262,16 @@ pub(crate) fn all_heads(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// The stored heads of a document; empty when it has no row.
+pub(crate) fn heads(
+    connection: &Connection,
+    doc_id: DocumentId,
+) -> Result<Vec<ChangeHash>, StoreError> {
+    let mut statement = connection.prepare_cached("SELECT heads FROM documents WHERE id = ?1")?;
+    let heads = statement.query_row([doc_id.as_bytes()], |row| hashes_column(row, 0)).optional()?;
+    Ok(heads.unwrap_or_default())
+}
+
 /// Whether the document has a row.
 pub(crate) fn exists(connection: &Connection, doc_id: DocumentId) -> Result<bool, StoreError> {
     let mut statement = connection.prepare_cached("SELECT 1 FROM documents WHERE id = ?1")?;
