@@ -179,6 +179,47 @@ pub fn heads_after(old: &[ChangeHash], added: &[Change]) -> Vec<ChangeHash> {
     heads.into_iter().collect()
 }
 
+/// What the server recorded about a stored change, for causal time bounds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedChange {
+    /// The device that uploaded it (`None` for server-authored changes).
+    pub device: Option<String>,
+    /// Server receipt time, ms.
+    pub received_at: i64,
+    /// Its dependencies.
+    pub deps: Vec<ChangeHash>,
+}
+
+/// The earliest time a change with dependencies `deps`, uploaded by `device`, can have been
+/// made: the latest server receipt time among its ancestors written elsewhere, since the device
+/// could only build on those after downloading them (SECURITY.md §a). Device clocks are
+/// asserted, not trusted; this bound is not.
+///
+/// `lookup` answers for stored changes and for the upload's own (not yet stored) changes. The
+/// walk descends through the device's own changes and stops at the first change from elsewhere
+/// on each path: a change's ancestors were all received before it.
+pub fn causal_not_before(
+    deps: &[ChangeHash],
+    device: &str,
+    lookup: impl Fn(&ChangeHash) -> Option<ReceivedChange>,
+) -> i64 {
+    let mut not_before = i64::MIN;
+    let mut seen = HashSet::new();
+    let mut stack: Vec<ChangeHash> = deps.to_vec();
+    while let Some(hash) = stack.pop() {
+        if !seen.insert(hash) {
+            continue;
+        }
+        let Some(change) = lookup(&hash) else { continue };
+        if change.device.as_deref() == Some(device) {
+            stack.extend(change.deps);
+        } else {
+            not_before = not_before.max(change.received_at);
+        }
+    }
+    not_before
+}
+
 /// A field whose value was written concurrently by more than one writer.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FieldConflict {
@@ -308,6 +349,29 @@ mod tests {
             merge_changes(&mut server, doc_id(), foreign),
             Err(MergeError::ForeignRoot { .. })
         ));
+    }
+
+    #[test]
+    fn the_causal_bound_is_the_latest_receipt_of_what_the_device_built_on() {
+        let hash = |n: u8| ChangeHash([n; 32]);
+        let stored = |device: &str, received_at: i64, deps: &[u8]| ReceivedChange {
+            device: Some(device.to_owned()),
+            received_at,
+            deps: deps.iter().map(|&n| hash(n)).collect(),
+        };
+        // 1 (other, t=10) <- 2 (device, t=20) <- 3 (other, t=30) <- 4 (device, t=40); 5 (other, t=50) unrelated.
+        let log = std::collections::HashMap::from([
+            (hash(1), stored("other", 10, &[])),
+            (hash(2), stored("me", 20, &[1])),
+            (hash(3), stored("other", 30, &[2])),
+            (hash(4), stored("me", 40, &[3])),
+            (hash(5), stored("other", 50, &[])),
+        ]);
+        let lookup = |h: &ChangeHash| log.get(h).cloned();
+        assert_eq!(causal_not_before(&[hash(4)], "me", lookup), 30);
+        assert_eq!(causal_not_before(&[hash(2)], "me", lookup), 10);
+        assert_eq!(causal_not_before(&[hash(2), hash(5)], "me", lookup), 50);
+        assert_eq!(causal_not_before(&[], "me", lookup), i64::MIN);
     }
 
     #[test]
