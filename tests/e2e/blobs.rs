@@ -220,6 +220,43 @@ fn a_sync_resumes_an_evidence_upload_from_what_the_server_already_holds() {
     assert_blob(&get_blob(&mut supervisor, &sha256), &bytes);
 }
 
+#[test]
+fn a_20_mib_evidence_upload_interrupted_halfway_is_finished_by_sync_and_reads_back_whole() {
+    // Arrange: a 20 MiB video on the device; its first 10 MiB reached the server in chunks
+    // before the signal went.
+    let server = TestServer::spawn_demo();
+    let demo = server.demo().clone();
+    let (device, _) = Device::enrolled(&server, &demo.officers[0].code);
+    let mut supervisor = server.supervisor();
+    let doc = device.new_inspection(&demo.entrusted, &demo.officers[1].officer);
+    let bytes = photo(20 * 1024 * 1024, 9);
+    let sha256 = sha256_hex(&bytes);
+    let file = device.write_file("video.mp4", &bytes);
+    let added = device.json(&["evidence", "add", &doc, "--file", &file, "--kind", "video"]);
+    assert_eq!(added["sha256"], sha256.as_str());
+    let (half, chunk) = (10 * 1024 * 1024, 2 * 1024 * 1024);
+    let mut session = device.session();
+    for offset in (0..half).step_by(chunk) {
+        let sent = put_chunk(&mut session, &sha256, offset, bytes.len(), &bytes[offset..][..chunk]);
+        assert_eq!(json_answer(&sent, 202)["received"], offset + chunk);
+    }
+    let held = blob_status(&mut session, &sha256);
+    assert_eq!((&held["complete"], &held["received"]), (&json!(false), &json!(half)), "{held}");
+
+    // Act
+    let synced = device.json(&["sync"]);
+
+    // Assert
+    assert_eq!(synced["ok"], true, "{synced}");
+    assert_eq!(synced["blobs_uploaded"], 1, "{synced}");
+    assert_eq!(synced["blob_bytes_up"], bytes.len() - half, "only the second half: {synced}");
+    assert_no_blob_errors(&synced);
+    assert_blob(&get_blob(&mut supervisor, &sha256), &bytes);
+    let view = supervisor.get_json(&format!("/v1/docs/{doc}")).expect("the server view");
+    let findings = view["findings"].as_array().expect("findings");
+    assert!(!findings.iter().any(|finding| finding["code"] == "evidence_pending"), "{view}");
+}
+
 /// How many files under `dir` (recursively) are called `name`.
 fn files_named(dir: &std::path::Path, name: &str) -> usize {
     std::fs::read_dir(dir)

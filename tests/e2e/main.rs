@@ -4,6 +4,7 @@
 
 mod auth;
 mod blobs;
+mod codes;
 mod crash;
 mod errors;
 mod harness;

@@ -6,6 +6,7 @@ use automerge::ScalarValue;
 use automerge::transaction::Transactable as _;
 use aws_lc_rs::rand::{SecureRandom as _, SystemRandom};
 use serde_json::{Value, json};
+use sync_core::edit::{TextEdit, edit_text};
 use sync_core::protocol::{DocUpload, SyncRequest, SyncResponse};
 
 use crate::harness::{
@@ -536,4 +537,64 @@ fn after_a_move_pending_edits_of_the_old_township_are_quarantined_and_every_reco
 
 fn rows_mention(listed: &Value, doc: &str) -> bool {
     listed.as_array().is_some_and(|rows| rows.iter().any(|row| row["id"] == doc))
+}
+
+/// Documents the device holds in the 500-document resync test.
+const HELD: usize = 500;
+
+#[test]
+fn a_device_holding_500_documents_resyncs_a_tenth_changed_in_one_request_and_nothing_in_100_bytes_each()
+ {
+    // Arrange: a colleague uploads 500 records of the township in one request (500 `inspection
+    // new` processes would cost seconds of fsyncs), and the device receives them in one sync.
+    let server = TestServer::spawn_demo();
+    let demo = server.demo().clone();
+    let (device, _) = Device::enrolled(&server, &demo.officers[0].code);
+    let mut colleague = server.enroll(&demo.officers[1].code);
+    let mut supervisor = server.supervisor();
+    let township = &demo.officers[0].township;
+    let mut records: Vec<HandMade> = (0..HELD)
+        .map(|_| HandMade::inspection(&colleague.actor(), township, &demo.entrusted))
+        .collect();
+    let docs = records.iter_mut().map(|record| record.doc_upload(&[])).collect();
+    assert_ok(&upload(&mut colleague.session, SyncRequest { cursor: 0, docs }.encode()));
+    let received = device.json(&["sync"]);
+    assert_eq!((&received["ok"], &received["downloaded"]), (&json!(true), &json!(HELD)));
+    // A tenth changes: half of it by the colleague (uploaded), half on the device (pending).
+    let tenth = HELD / 10;
+    let mut edits = Vec::new();
+    for record in &mut records[..tenth / 2] {
+        let base = record.heads();
+        edit_text(&mut record.doc, "findings", TextEdit::Append, "复查：已整改。").expect("edit");
+        record.doc.commit();
+        edits.push(record.doc_upload(&base));
+    }
+    assert_ok(&upload(&mut colleague.session, SyncRequest { cursor: 0, docs: edits }.encode()));
+    for record in &records[tenth / 2..tenth] {
+        device.json(&["edit", &record.id.to_string(), "--append", "findings=现场检查。"]);
+    }
+    assert_eq!(device.json(&["status"])["pending_documents"], tenth / 2);
+
+    // Act
+    let changed = device.json(&["sync"]);
+    let unchanged = device.json(&["sync"]);
+
+    // Assert
+    assert_eq!(changed["ok"], true, "{changed}");
+    assert_eq!(changed["requests"], 1, "one request for a tenth changed: {changed}");
+    let moved = (&changed["uploaded"], &changed["downloaded"]);
+    assert_eq!(moved, (&json!(tenth / 2), &json!(tenth / 2)), "{changed}");
+    assert_eq!(unchanged["requests"], 1, "{unchanged}");
+    assert_eq!((&unchanged["uploaded"], &unchanged["downloaded"]), (&json!(0), &json!(0)));
+    let bytes = |field: &str| unchanged[field].as_u64().expect("a byte count");
+    assert!(
+        bytes("bytes_up") + bytes("bytes_down") <= 100 * HELD as u64,
+        "a resync with nothing changed costs at most 100 bytes per document held: {unchanged}"
+    );
+    assert_eq!(device.json(&["list"]).as_array().expect("list").len(), HELD);
+    for record in [&records[0], &records[tenth - 1], &records[HELD - 1]] {
+        let doc = record.id.to_string();
+        let view = supervisor.get_json(&format!("/v1/docs/{doc}")).expect("server view");
+        assert_eq!(device.json(&["show", &doc]), view, "{doc}");
+    }
 }

@@ -71,11 +71,6 @@ async fn upload_blob(
     path: Result<Path<String>, PathRejection>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let sha256 = parse_blob_id(path)?;
-    let (offset, total) = upload_headers(request.headers())?;
-    if total > MAX_BLOB_BYTES {
-        return Err(ApiError::BlobTooLarge);
-    }
     // Refuse from the declared length alone, before reading a byte of the body (B-25).
     let declared = request
         .headers()
@@ -85,11 +80,17 @@ async fn upload_blob(
     if declared.is_some_and(|length| length > MAX_CHUNK_BYTES as u64) {
         return Err(ApiError::BodyTooLarge);
     }
-    // The chunk is read whole (at most 8 MiB) before any answer: an answer that left it
-    // unread would close the connection under a client about to send its next chunk.
+    // Every other refusal comes after the chunk is read whole (at most 8 MiB): an answer that
+    // left it unread would close the connection under a client about to send its next chunk.
+    let headers = request.headers().clone();
     let chunk: Bytes = Bytes::from_request(request, &state)
         .await
         .map_err(|rejection: BytesRejection| ApiError::from(rejection))?;
+    let sha256 = parse_blob_id(path)?;
+    let (offset, total) = upload_headers(&headers)?;
+    if total > MAX_BLOB_BYTES {
+        return Err(ApiError::BlobTooLarge);
+    }
     let store = state.store().clone();
     let files = state.blob_files().clone();
     let _upload = files.lock_upload(&sha256).await;

@@ -163,15 +163,19 @@ fn parse_document_id(id: Result<Path<String>, PathRejection>) -> Result<Document
     DocumentId::parse(&text).map_err(|_| ApiError::InvalidDocumentId(text))
 }
 
-/// Refuses a document the caller may not see as `not_found`, and an unknown one as
-/// `unknown_document`.
+/// Refuses a document the caller may not see as `not_found`. An unknown document is
+/// `unknown_document` for readers who see every township, and `not_found` for an officer, so
+/// that an officer cannot learn which document ids exist elsewhere.
 fn require_visible(
     store: &Store,
     visibility: &Visibility,
     doc_id: DocumentId,
 ) -> Result<(), ApiError> {
     match store.stored_scope(doc_id)? {
-        None => Err(ApiError::UnknownDocument(doc_id.to_string())),
+        None if matches!(visibility, Visibility::All) => {
+            Err(ApiError::UnknownDocument(doc_id.to_string()))
+        }
+        None => Err(ApiError::ObjectNotFound(format!("document {doc_id} is not found"))),
         Some(stored) if visibility.sees(stored.township.as_deref()) => Ok(()),
         Some(_) => Err(ApiError::ObjectNotFound(format!("document {doc_id} is not found"))),
     }

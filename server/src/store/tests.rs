@@ -386,3 +386,26 @@ fn the_check_runs_beside_an_open_store() {
     assert!(report.passed(), "{report:?}");
     assert_eq!((report.documents, report.changes), (1, 1));
 }
+
+#[test]
+fn a_database_locked_from_outside_answers_busy_with_retry_after_and_stores_nothing() {
+    // Arrange: another process holds the write lock (B-43).
+    let (dir, store) = temp_store();
+    let outsider = Connection::open(dir.path().join(DATABASE_FILE)).expect("a second connection");
+    outsider.execute_batch("BEGIN IMMEDIATE").expect("taking the write lock");
+    let id = doc_id(3);
+    let mut doc = new_inspection(&actor(3), id);
+
+    // Act
+    let refused = store
+        .merge_uploads(vec![parsed(id, &mut doc, &[])], NOW, Unchecked::default())
+        .expect_err("the database is locked");
+    outsider.execute_batch("ROLLBACK").expect("releasing the lock");
+
+    // Assert: 503 busy with Retry-After, nothing stored, and the next attempt succeeds.
+    let response = axum::response::IntoResponse::into_response(ApiError::from(refused));
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()[axum::http::header::RETRY_AFTER], "1");
+    assert!(store.read(|tx| documents::stored_scope(tx, id)).expect("reading").is_none());
+    sync(&store, id, &mut doc, &[]);
+}
