@@ -26,7 +26,7 @@ use serde_json::json;
 use sha2::{Digest as _, Sha256};
 use thiserror::Error;
 
-pub use self::session::{MasterDataUpdate, SESSION_FILE, Session};
+pub use self::session::{MasterDataUpdate, SESSION_FILE, Sent, Session};
 
 /// File name of the device key under the home.
 pub const DEVICE_KEY_FILE: &str = "device-key.der";

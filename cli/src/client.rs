@@ -223,6 +223,9 @@ pub mod paths {
     pub const SYNC: &str = "/v1/sync";
     /// `GET`: the documents visible to the caller.
     pub const DOCUMENTS: &str = "/v1/docs";
+    /// `GET`: Prometheus text metrics of the server process, when the server offers them
+    /// (`fieldcase bench` against a server it did not start reads its CPU and memory there).
+    pub const METRICS: &str = "/metrics";
 
     /// `GET`: the merged view of one document.
     pub fn document(doc_id: impl std::fmt::Display) -> String {
@@ -242,6 +245,51 @@ pub mod paths {
     /// `GET`: how much of a blob the server holds.
     pub fn blob_upload(sha256: &str) -> String {
         format!("/v1/blobs/{}/upload", encode_segment(sha256))
+    }
+
+    /// `GET`: the supervisor's review queue, with the filters as query parameters (values
+    /// percent-encoded; an empty list asks for every record).
+    pub fn review_queue(filters: &[(&str, &str)]) -> String {
+        let mut path = "/v1/review/queue".to_owned();
+        for (index, (name, value)) in filters.iter().enumerate() {
+            let separator = if index == 0 { '?' } else { '&' };
+            let _ = write!(path, "{separator}{}={}", encode_segment(name), encode_segment(value));
+        }
+        path
+    }
+
+    /// `GET`: one record as a supervisor reviews it.
+    pub fn review(doc_id: impl std::fmt::Display) -> String {
+        format!("/v1/review/{doc_id}")
+    }
+
+    /// A review action on one record.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum ReviewAction {
+        /// Sets a conflicting field with a server-authored change.
+        Resolve,
+        /// Approves the record at its current heads (seals it).
+        Approve,
+        /// Returns the record to its officer with a comment.
+        Return,
+        /// Grants a device's request event (filing, decision, closing).
+        Grant,
+    }
+
+    impl ReviewAction {
+        fn segment(self) -> &'static str {
+            match self {
+                Self::Resolve => "resolve",
+                Self::Approve => "approve",
+                Self::Return => "return",
+                Self::Grant => "grant",
+            }
+        }
+    }
+
+    /// `POST`: `/v1/review/{id}/{action}`.
+    pub fn review_action(doc_id: impl std::fmt::Display, action: ReviewAction) -> String {
+        format!("/v1/review/{doc_id}/{}", action.segment())
     }
 
     /// A collection of the admin registry API.
@@ -480,9 +528,15 @@ impl Client {
         read(response, JSON_RESPONSE_LIMIT)?.0.into_json()
     }
 
-    /// The absolute URL of `path` on this server: the DPoP `htu` of a request to it.
+    /// The absolute URL of `path` on this server.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.server_url)
+    }
+
+    /// The DPoP `htu` of a request to `path`: its URL without query (RFC 9449 §4.2).
+    pub fn htu(&self, path: &str) -> String {
+        let path = path.split_once('?').map_or(path, |(path, _)| path);
+        self.url(path)
     }
 }
 

@@ -6,8 +6,10 @@
 //! chain the stable code that `--json` prints, so that commands need not map errors by hand.
 
 pub mod admin;
+pub mod bench;
 pub mod device;
 pub mod enroll;
+pub mod review;
 
 use std::io;
 use std::path::PathBuf;
@@ -37,13 +39,28 @@ pub struct Settings {
 pub struct Output {
     json: String,
     text: String,
+    // Whether the command did what it was asked; an output that reports a failed check (a
+    // benchmark whose documents failed verification) prints, then exits non-zero.
+    succeeded: bool,
 }
 
 impl Output {
     /// Pairs the JSON of `value` with a rendering for people.
     pub fn new(value: &impl Serialize, text: String) -> Self {
         let json = serde_json::to_string(value).expect("command outputs serialise to JSON");
-        Self { json, text }
+        Self { json, text, succeeded: true }
+    }
+
+    /// The same output, marked as reporting a failure: it prints as usual and the command
+    /// exits with status 1.
+    pub fn failed(mut self) -> Self {
+        self.succeeded = false;
+        self
+    }
+
+    /// Whether the command succeeded; `false` after [`Self::failed`].
+    pub fn succeeded(&self) -> bool {
+        self.succeeded
     }
 
     /// The machine-readable output, one JSON document.

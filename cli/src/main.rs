@@ -11,13 +11,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::error::ErrorKind;
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use cli::commands::admin::{self, AdminCommand};
+use cli::commands::bench::{self, BenchArgs};
 use cli::commands::device::{
     self, CaseNewArgs, EditArgs, EventArgs, EvidenceAddArgs, EvidenceGetArgs, EvidenceRemoveArgs,
     InspectionNewArgs, ShowArgs,
 };
 use cli::commands::enroll::{self, EnrollArgs};
+use cli::commands::review::{self, ReviewCommand};
 use cli::commands::{self, Output, Settings};
 use serde_json::json;
 
@@ -48,6 +51,7 @@ struct Config {
 /// did its work: see `ok` and `rejected`); 1 when it failed (bad input, unknown document,
 /// local storage, or the server refused the request); 2 on a command-line usage error;
 /// 3 when the server could not be reached, so a script knows that retrying later may help.
+/// `bench` exits 1 also when it ran but a document failed verification.
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Makes this device an officer's device with a one-time enrollment code.
@@ -77,6 +81,12 @@ enum Command {
     /// The registry, from an enrolled admin device.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// The supervisor's review: queue, record, resolve, approve, return, grant.
+    #[command(subcommand)]
+    Review(ReviewCommand),
+    /// Measures a server under the BENCHMARKS.md workload: enrolled devices build case files
+    /// offline and sync at once; starts `fieldcase-server` unless `--server` is given.
+    Bench(BenchArgs),
 }
 
 /// `fieldcase inspection ...`.
@@ -105,13 +115,22 @@ enum EvidenceCommand {
 }
 
 fn main() -> ExitCode {
-    let config = match Config::try_parse() {
-        Ok(config) => config,
+    let parsed = Config::command()
+        .try_get_matches()
+        .and_then(|matches| Ok((Config::from_arg_matches(&matches)?, matches)));
+    let (config, matches) = match parsed {
+        Ok(parsed) => parsed,
         Err(error) => return usage_error(&error),
     };
+    // `bench` starts its own server unless one was named on the command line or in the
+    // environment.
+    let server_given = matches.value_source("server") != Some(ValueSource::DefaultValue);
     let settings = Settings { home: config.home, server: config.server, json: config.json };
-    match dispatch(config.command, &settings) {
-        Ok(output) => print_output(if settings.json { output.json() } else { output.text() }),
+    match dispatch(config.command, &settings, server_given) {
+        Ok(output) => {
+            let printed = print_output(if settings.json { output.json() } else { output.text() });
+            if output.succeeded() { printed } else { ExitCode::FAILURE }
+        }
         Err(error) => {
             if settings.json {
                 print_output(&commands::error_json(&error));
@@ -127,7 +146,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn dispatch(command: Command, settings: &Settings) -> anyhow::Result<Output> {
+fn dispatch(command: Command, settings: &Settings, server_given: bool) -> anyhow::Result<Output> {
     match command {
         Command::Enroll(args) => enroll::enroll(settings, &args),
         Command::Inspection(InspectionCommand::New(args)) => device::inspection_new(settings, args),
@@ -144,6 +163,10 @@ fn dispatch(command: Command, settings: &Settings) -> anyhow::Result<Output> {
         Command::Status => device::status(settings),
         Command::Sync => device::sync(settings),
         Command::Admin(command) => admin::admin(settings, command),
+        Command::Review(command) => review::review(settings, command),
+        Command::Bench(args) => {
+            bench::bench(settings, server_given.then_some(settings.server.as_str()), &args)
+        }
     }
 }
 

@@ -127,6 +127,12 @@ pub enum ApiError {
     /// The object named in the path does not exist, or is not visible to the caller.
     #[error("{0}")]
     ObjectNotFound(String),
+    /// A review action names a path, value or event the record cannot take.
+    #[error("{0}")]
+    InvalidEdit(String),
+    /// A query string parameter that does not parse.
+    #[error("{0}")]
+    InvalidQuery(String),
     /// The `Idempotency-Key` was used before by this device with another body.
     #[error("{0}")]
     IdempotencyConflict(String),
@@ -203,6 +209,8 @@ impl ApiError {
             Self::UnknownReference(_) => "unknown_reference",
             Self::AlreadyExists(_) => "already_exists",
             Self::MalformedJson(_) => "malformed_json",
+            Self::InvalidEdit(_) => "invalid_edit",
+            Self::InvalidQuery(_) => "invalid_query",
             Self::IdempotencyConflict(_) => "idempotency_conflict",
             Self::InvalidIdempotencyKey(_) => "invalid_idempotency_key",
             Self::DocumentQuota(_) => "document_quota",
@@ -232,6 +240,7 @@ impl ApiError {
             | Self::InvalidDocumentId(_)
             | Self::InvalidEnrollmentCode
             | Self::MalformedJson(_)
+            | Self::InvalidQuery(_)
             | Self::InvalidIdempotencyKey(_)
             | Self::BlobHashMismatch(_)
             | Self::InvalidBlobId(_)
@@ -260,6 +269,7 @@ impl ApiError {
             | Self::DocumentQuota(_)
             | Self::ChangeRefused(_)
             | Self::NotEntrustable(_)
+            | Self::InvalidEdit(_)
             | Self::UnknownReference(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::UnknownDocument(_) | Self::NotFound | Self::ObjectNotFound(_) => {
                 StatusCode::NOT_FOUND
@@ -405,6 +415,7 @@ impl From<Refusal> for ApiError {
             Refusal::OutOfScope(message) => Self::OutOfScope(message),
             Refusal::IdempotencyConflict(_) => Self::IdempotencyConflict(refusal.to_string()),
             Refusal::DocumentQuota(message) => Self::DocumentQuota(message),
+            Refusal::InvalidEdit(message) => Self::InvalidEdit(message),
         }
     }
 }

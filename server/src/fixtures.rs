@@ -1,5 +1,7 @@
-//! Test fixtures: record documents written the way a device writes them, their changes, and
-//! a device key that signs DPoP proofs.
+//! Test fixtures: record documents written the way a device writes them, their changes, a
+//! device key that signs DPoP proofs, and a server state opened from a data directory.
+
+use std::path::Path;
 
 use automerge::{ActorId, AutoCommit, Change, ChangeHash};
 use sync_core::edit::set_field;
@@ -8,6 +10,8 @@ use sync_core::protocol::DocUpload;
 use sync_core::records::{InspectionRecord, Party, Site, create_document};
 use tempfile::TempDir;
 
+use crate::bootstrap;
+use crate::state::AppState;
 use crate::store::{DATABASE_FILE, Store};
 
 /// A device's P-256 key, made with aws-lc-rs as the device CLI makes it.
@@ -104,6 +108,17 @@ pub(crate) fn temp_store() -> (TempDir, Store) {
     let dir = tempfile::tempdir().expect("creating a temporary directory");
     let store = Store::open(&dir.path().join(DATABASE_FILE)).expect("opening the store");
     (dir, store)
+}
+
+/// The state of a `fieldcase-server --demo` started on `data_dir`, opened as `main` opens it:
+/// the store, the key files (written on the first start) and the demo registry (seeded on the
+/// first start only), so that dropping the state and calling this again is a restart that
+/// keeps every token, key and change.
+pub(crate) fn open_demo_state(data_dir: &Path) -> AppState {
+    let store = Store::open(&data_dir.join(DATABASE_FILE)).expect("opening the store");
+    let state = AppState::new(store, data_dir).expect("loading the server keys");
+    bootstrap::prepare(&state, data_dir, true).expect("seeding the demo registry");
+    state
 }
 
 /// A document id made from one repeated byte.

@@ -5,6 +5,7 @@ pub(crate) mod blobs;
 mod documents;
 pub(crate) mod enroll;
 mod health;
+mod review;
 pub(crate) mod sync;
 pub(crate) mod token;
 
@@ -22,6 +23,7 @@ pub(crate) fn router() -> Router<AppState> {
         .merge(sync::router())
         .merge(blobs::router())
         .merge(documents::router())
+        .merge(review::router())
         .merge(admin::router())
 }
 

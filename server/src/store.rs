@@ -15,9 +15,11 @@ pub mod check;
 pub(crate) mod device_documents;
 pub(crate) mod devices;
 pub(crate) mod documents;
+pub(crate) mod findings;
 pub(crate) mod idempotency;
 pub(crate) mod quarantine;
 pub(crate) mod registry;
+pub(crate) mod review;
 mod schema;
 #[cfg(test)]
 mod tests;
@@ -153,6 +155,9 @@ pub enum Refusal {
     /// The document is outside the caller's township or scope.
     #[error("{0}")]
     OutOfScope(String),
+    /// A server-authored edit names a path, value or event the record cannot take.
+    #[error("{0}")]
+    InvalidEdit(String),
 }
 
 /// Who uploads changes: written on every change row they add.
@@ -343,6 +348,30 @@ impl Store {
         policy: impl UploadPolicy + Send + 'static,
     ) -> Result<Vec<MergedDocument>, StoreError> {
         self.write_job(move |context| merge_uploads_in(context, uploads, received_at, &policy))
+    }
+
+    /// Merges uploaded changes and commits them with no authorization and no attribution, as
+    /// one writer job, all or nothing; returns how many changes were new.
+    ///
+    /// This is the in-process floor `fieldcase bench --floor` measures a sync against: the
+    /// same merge and the same durable group commit, with no HTTP, no authentication and no
+    /// feed. Nothing else should call it, since it skips every check a sync makes.
+    ///
+    /// # Errors
+    /// As [`merge_uploads_in`].
+    pub fn merge_unchecked(
+        &self,
+        uploads: Vec<(DocumentId, Vec<Change>)>,
+        received_at: i64,
+    ) -> Result<usize, StoreError> {
+        let uploads: Vec<DocumentUpload> = uploads
+            .into_iter()
+            .map(|(doc_id, changes)| DocumentUpload { doc_id, changes })
+            .collect();
+        let merged = self.write_job(move |context| {
+            merge_uploads_in(context, uploads, received_at, &Unchecked::default())
+        })?;
+        Ok(merged.iter().map(|doc| doc.stored).sum())
     }
 
     /// The current state of a document, from the cache or loaded from the store.
@@ -561,6 +590,7 @@ impl WorkingDocument {
                 now: received_at,
             },
         )?;
+        findings::project(connection, self.doc_id, projection.record(), received_at)?;
         blobs::link_document(connection, self.doc_id, projection.evidence())
     }
 
@@ -577,12 +607,11 @@ impl WorkingDocument {
     }
 }
 
-/// A policy that allows every upload, for tests of the merge itself.
-#[cfg(test)]
+/// A policy that allows every upload, for tests of the merge itself and the bench floor
+/// ([`Store::merge_unchecked`]).
 #[derive(Default)]
 pub(crate) struct Unchecked(pub(crate) Attribution);
 
-#[cfg(test)]
 impl UploadPolicy for Unchecked {
     fn attribution(&self) -> &Attribution {
         &self.0

@@ -2,7 +2,8 @@
 //! all-or-nothing uploads, replays, the feed a second device receives, and identity: enrollment,
 //! DPoP-bound tokens, live revocation, scope, attribution and the admin API.
 //!
-//! `resync` holds the tests of issue 4: idempotent syncs, evidence blobs, eviction.
+//! `resync` holds the tests of issue 4: idempotent syncs, evidence blobs, eviction;
+//! `convergence` its property: devices converge through the handler whatever the network does.
 //!
 //! Every test starts from the demo registry (`bootstrap::prepare` with `demo`) and talks as
 //! enrolled devices whose keys sign a fresh proof for every request.
@@ -31,7 +32,9 @@ use crate::store::devices;
 use crate::store::registry::{self, Author};
 use crate::{bootstrap, router};
 
+mod convergence;
 mod resync;
+mod review;
 
 const HOST: &str = "fieldcase.test";
 const CHENGGUAN: &str = "t-chengguan";
@@ -492,8 +495,9 @@ async fn document_reads_refuse_bad_and_unknown_ids() {
     let missing_history = api.get(&officer, &format!("/v1/docs/{unknown}/history")).await;
 
     bad.check_error(StatusCode::BAD_REQUEST, "invalid_document_id");
-    missing.check_error(StatusCode::NOT_FOUND, "unknown_document");
-    missing_history.check_error(StatusCode::NOT_FOUND, "unknown_document");
+    // An officer cannot tell an unknown document from one of another township.
+    missing.check_error(StatusCode::NOT_FOUND, "not_found");
+    missing_history.check_error(StatusCode::NOT_FOUND, "not_found");
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@ mod harness;
 mod jose;
 mod restore;
 mod resync;
+mod review;
 mod scope;
 mod storage;
 mod sync;

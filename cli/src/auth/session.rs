@@ -65,6 +65,18 @@ pub struct Session {
     cache_path: Option<PathBuf>,
     cache: SessionCache,
     master_data: Option<MasterDataUpdate>,
+    /// Every HTTP request this session sent, retries and token requests included, and their
+    /// body bytes: what `fieldcase bench` reports.
+    sent: Sent,
+}
+
+/// What a session has sent and received since it was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sent {
+    /// HTTP requests, each retry and each token or nonce request counted.
+    pub requests: u64,
+    /// Body bytes up and down.
+    pub traffic: Traffic,
 }
 
 impl fmt::Debug for Session {
@@ -84,7 +96,7 @@ impl Session {
     pub fn new(client: Client, key: DeviceKey) -> Self {
         let cache =
             SessionCache { server: client.server_url().to_owned(), ..SessionCache::default() };
-        Self { client, key, cache_path: None, cache, master_data: None }
+        Self { client, key, cache_path: None, cache, master_data: None, sent: Sent::default() }
     }
 
     /// The session of the device whose home is `home`: its key, and the token and nonce the
@@ -115,6 +127,11 @@ impl Session {
     /// The device key.
     pub fn key(&self) -> &DeviceKey {
         &self.key
+    }
+
+    /// Every request this session has sent and the body bytes they moved.
+    pub fn sent(&self) -> Sent {
+        self.sent
     }
 
     /// The master data of the last token minted by this session, if any.
@@ -168,6 +185,7 @@ impl Session {
         if let Some(nonce) = &self.cache.nonce {
             return Ok(nonce.clone());
         }
+        self.sent.requests += 1;
         let nonce = self.client.nonce()?;
         self.cache.nonce = Some(nonce.clone());
         self.persist();
@@ -283,7 +301,7 @@ impl Session {
         body: &[u8],
         limit: u64,
     ) -> Result<(RawResponse, u64), ClientError> {
-        let htu = self.client.url(path);
+        let htu = self.client.htu(path);
         let mut nonce_retried = false;
         let mut token_reminted = false;
         loop {
@@ -323,7 +341,7 @@ impl Session {
         content_type: Option<&str>,
         body: &[u8],
     ) -> Result<RawResponse, ClientError> {
-        let htu = self.client.url(path);
+        let htu = self.client.htu(path);
         let mut nonce_retried = false;
         loop {
             let nonce = self.nonce()?;
@@ -352,7 +370,10 @@ impl Session {
         body: Vec<u8>,
         limit: u64,
     ) -> Result<(RawResponse, u64), ClientError> {
+        self.sent.requests += 1;
+        self.sent.traffic.bytes_up += body.len() as u64;
         let (raw, wire_length) = self.client.request_limited(method, path, headers, body, limit)?;
+        self.sent.traffic.bytes_down += wire_length;
         match raw.header("dpop-nonce") {
             Some(nonce) if self.cache.nonce.as_deref() != Some(nonce) => {
                 self.cache.nonce = Some(nonce.to_owned());

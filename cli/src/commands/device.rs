@@ -40,7 +40,7 @@ use sync_core::edit::{TextEdit, edit_text, set_field};
 use sync_core::ids::{DocumentId, OfficerId};
 use sync_core::records::{
     CaseFile, Evidence, InspectionRecord, OfficerPresent, Party, Procedure, Record, RecordKind,
-    Removal, Site, TransitionIssue, create_document, withdraw_evidence,
+    Removal, SERVER_ACTOR, Site, TransitionIssue, create_document, withdraw_evidence,
 };
 use sync_core::replica::{DeviceDoc, SyncRound};
 use sync_core::scope::{Action, MasterData};
@@ -650,11 +650,21 @@ pub fn status(settings: &Settings) -> Result<Output> {
         pending_blobs: u64,
         server: String,
         home: String,
+        // Records a supervisor returned for correction, with their comments (docs/review.md).
+        returned: Vec<Value>,
     }
 
     let store = open_store(settings)?;
     let counts = store.counts()?;
     let enrollment = store.enrollment()?;
+    let mut returned = Vec::new();
+    for summary in store.summaries()? {
+        let device_doc = store.load(summary.id)?;
+        let review = server_review(device_doc.doc());
+        if review["state"] == "returned" {
+            returned.push(json!({"id": summary.id.to_string(), "comments": review["comments"]}));
+        }
+    }
     let status = Status {
         actor: store.actor().to_hex_string(),
         device: enrollment.as_ref().map(|enrollment| enrollment.device.clone()),
@@ -668,6 +678,7 @@ pub fn status(settings: &Settings) -> Result<Output> {
         pending_blobs: counts.pending_blobs,
         server: settings.server.clone(),
         home: store.home().display().to_string(),
+        returned,
     };
     let last_sync = status.last_sync.map_or_else(|| "never".to_owned(), format_time);
     let identity = match (&status.device, &status.officer, &status.role) {
@@ -688,6 +699,11 @@ pub fn status(settings: &Settings) -> Result<Output> {
         status.pending_documents,
         status.pending_blobs,
     );
+    let mut text = text;
+    for record in &status.returned {
+        let _ = write!(text, "\nreturned   {} for correction", scalar_text(&record["id"]));
+        write_comments(&mut text, &record["comments"]);
+    }
     Ok(Output::new(&status, text))
 }
 
@@ -803,6 +819,10 @@ pub fn sync_replica(
     let actor = store.actor().clone();
     let mut report = SyncReport { cursor: store.cursor()?, ..SyncReport::default() };
     let mut refused = BTreeSet::new();
+    // Rounds in a row that asked for more without advancing the cursor. One is legitimate: a
+    // `Resync` (heads the server does not hold, as after changes it quarantined) leaves the
+    // cursor where it was and the next round uploads what the server lacks.
+    let mut stalled = 0;
     loop {
         let mut docs: BTreeMap<DocumentId, DeviceDoc> = store
             .load_pending()?
@@ -845,7 +865,8 @@ pub fn sync_replica(
         if !outcome.more {
             break;
         }
-        if !advanced {
+        stalled = if advanced { 0 } else { stalled + 1 };
+        if stalled > 1 {
             bail!(CommandError::new(
                 "invalid_response",
                 "the server asked for another round without advancing the cursor"
@@ -1000,11 +1021,15 @@ fn render_view(view: &DocumentView, pending: bool) -> String {
     if let Some(state) = &view.state {
         let _ = write!(text, "\nstate: {state}");
     }
+    let review = &view.record["review"];
+    if let Some(state) = review["state"].as_str() {
+        let _ = write!(text, "\nreview: {state}");
+    }
     let sync_state = if pending { "changes not synced yet" } else { "in sync with the server" };
     let _ = write!(text, "\n{} head(s), {sync_state}\n", view.heads.len());
     let mut fields = Vec::new();
     flatten(&view.record, String::new(), &mut fields);
-    for (path, value) in fields {
+    for (path, value) in fields.into_iter().filter(|(path, _)| !path.starts_with("review.")) {
         let _ = write!(text, "\n  {path}: {value}");
     }
     if !view.conflicts.is_empty() {
@@ -1023,6 +1048,10 @@ fn render_view(view: &DocumentView, pending: bool) -> String {
             }
         }
     }
+    if review["comments"].as_array().is_some_and(|comments| !comments.is_empty()) {
+        text.push_str("\n\nsupervisor comments:");
+        write_comments(&mut text, &review["comments"]);
+    }
     if !view.findings.is_empty() {
         text.push_str("\n\nfindings:");
         for finding in &view.findings {
@@ -1038,6 +1067,30 @@ fn render_view(view: &DocumentView, pending: bool) -> String {
         }
     }
     text
+}
+
+/// The `review` part of a record as the server wrote it (`state`, `heads`, `comments`), or
+/// `null`; a `review` map some device wrote is not the supervisor's and is ignored.
+fn server_review(doc: &impl automerge::ReadDoc) -> Value {
+    match doc.get(ROOT, "review") {
+        Ok(Some((automerge::Value::Object(automerge::ObjType::Map), id))) if matches!(&id, automerge::ObjId::Id(_, actor, _) if actor.to_bytes() == SERVER_ACTOR) => {
+            sync_core::json::value_json(doc, &id)
+        }
+        _ => Value::Null,
+    }
+}
+
+/// Appends a supervisor's comments, one line each.
+fn write_comments(text: &mut String, comments: &Value) {
+    for comment in comments.as_array().map(Vec::as_slice).unwrap_or_default() {
+        let at = comment["at"].as_i64().map(format_time).unwrap_or_default();
+        let _ = write!(
+            text,
+            "\n  {} {at}: {}",
+            scalar_text(&comment["by"]),
+            scalar_text(&comment["text"])
+        );
+    }
 }
 
 /// Flattens JSON into `(dotted path, value)` lines; empty objects and lists keep a line.

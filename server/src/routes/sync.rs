@@ -44,7 +44,7 @@ use crate::store::idempotency::{self, StoredAnswer};
 use crate::store::{
     Attribution, DocumentUpload, Refusal, Store, StoreError, StoredScope, UploadPolicy,
     WriteContext, changes, device_documents, devices, documents, merge_uploads_in, quarantine,
-    registry,
+    registry, review,
 };
 
 /// 8 MiB: the largest sync body accepted, checked before any parsing (SECURITY.md B-25).
@@ -261,7 +261,11 @@ impl SyncRound {
                 self.base_heads.get(&upload.doc_id).map(Vec::as_slice).unwrap_or_default();
             let mut unknown = false;
             for hash in claimed {
-                if !changes::is_stored(connection, upload.doc_id, hash)? {
+                // Quarantined changes count as known: the device rightly treats them as
+                // delivered, and its next upload after them goes to quarantine too.
+                if !changes::is_stored(connection, upload.doc_id, hash)?
+                    && !quarantine::holds(connection, upload.doc_id, hash)?
+                {
                     unknown = true;
                     break;
                 }
@@ -315,6 +319,46 @@ impl SyncRound {
         Ok((kept, quarantined))
     }
 
+    /// Splits off the uploads that would change an approved record (sealed, docs/review.md):
+    /// their new changes go to quarantine, neither merged nor lost, after the same scope and
+    /// actor checks a merge makes. Uploads whose changes the server holds already pass.
+    #[allow(clippy::type_complexity)]
+    fn quarantine_sealed(
+        &self,
+        uploads: Vec<DocumentUpload>,
+        connection: &rusqlite::Connection,
+    ) -> Result<(Vec<DocumentUpload>, Vec<(DocumentId, Vec<automerge::Change>)>), StoreError> {
+        let Some(policy) = &self.policy else { return Ok((uploads, Vec::new())) };
+        let mut kept = Vec::with_capacity(uploads.len());
+        let mut sealed = Vec::new();
+        for upload in uploads {
+            let approved = review::review_state(connection, upload.doc_id)?.as_deref()
+                == Some(review::APPROVED);
+            if !approved {
+                kept.push(upload);
+                continue;
+            }
+            let mut new_changes = Vec::new();
+            for change in &upload.changes {
+                if !changes::is_stored(connection, upload.doc_id, &change.hash())? {
+                    new_changes.push(change.clone());
+                }
+            }
+            if new_changes.is_empty() {
+                kept.push(upload);
+                continue;
+            }
+            if let Some(stored) = documents::stored_scope(connection, upload.doc_id)? {
+                policy.check_existing(upload.doc_id, &stored)?;
+            }
+            for change in &new_changes {
+                policy.check_actor(change.actor_id())?;
+            }
+            sealed.push((upload.doc_id, new_changes));
+        }
+        Ok((kept, sealed))
+    }
+
     /// Merges, reads the feed, records what the device holds, lists what it must evict and
     /// stores the answer under the key, all in the job's savepoint: the answer exists only if
     /// everything it acknowledges committed.
@@ -328,6 +372,7 @@ impl SyncRound {
         let uploads = std::mem::take(&mut self.uploads);
         let (uploads, resync) = self.split_unknown_heads(uploads, context.connection())?;
         let (uploads, mut quarantined) = self.quarantine_moved(uploads, context.connection())?;
+        let (uploads, mut sealed) = self.quarantine_sealed(uploads, context.connection())?;
         let merged = match &self.policy {
             Some(policy) => merge_uploads_in(context, uploads, self.received_at, policy)?,
             None => Vec::new(),
@@ -341,6 +386,16 @@ impl SyncRound {
                     changes,
                     policy.attribution(),
                     "the officer can no longer see this document (moved to another township)",
+                    self.received_at,
+                )?;
+            }
+            for (doc_id, changes) in &mut sealed {
+                quarantine::insert(
+                    connection,
+                    *doc_id,
+                    changes,
+                    policy.attribution(),
+                    "record_locked: the record was approved and is sealed",
                     self.received_at,
                 )?;
             }
@@ -380,6 +435,18 @@ impl SyncRound {
                     message: format!(
                         "document {doc_id} left this device's scope; its changes are kept in \
                          quarantine for a supervisor to review"
+                    ),
+                    quarantined: true,
+                },
+            }))
+            .chain(sealed.iter().map(|(doc_id, _)| DocResult {
+                doc_id: *doc_id,
+                outcome: DocOutcome::Rejected {
+                    code: "record_locked".to_owned(),
+                    message: format!(
+                        "record {doc_id} was approved and is sealed; its changes are kept in \
+                         quarantine for a supervisor to review, and corrections go into an \
+                         amendment record"
                     ),
                     quarantined: true,
                 },

@@ -10,10 +10,12 @@ use automerge::{
 };
 use rusqlite::{Connection, OptionalExtension, params};
 use sync_core::ids::DocumentId;
+use sync_core::merge::field_conflicts;
 use sync_core::records::Record;
 
 use crate::store::StoreError;
 use crate::store::changes::{self, doc_id_column, hashes_blob, hashes_column};
+use crate::store::review::{ReviewProjection, review_of};
 
 /// One row of the document list.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,11 +74,19 @@ pub(crate) struct Projection {
     status: Option<String>,
     // SHA-256 (hex) of every evidence item, withdrawn ones included.
     evidence: Vec<String>,
+    // Fields with concurrent values.
+    conflicts: i64,
+    // The server-written review state (docs/review.md).
+    review: ReviewProjection,
+    // The hydrated record, for the findings projected after the row (`store::review`).
+    record: Option<Record>,
 }
 
 impl Projection {
     /// Reads the projected fields from the merged document.
     pub(crate) fn of(doc: &Automerge) -> Self {
+        let conflicts = i64::try_from(field_conflicts(doc).len()).unwrap_or(i64::MAX);
+        let review = review_of(doc);
         match Record::hydrate(doc) {
             Ok(record) => Self {
                 kind: Some(record.kind().as_str().to_owned()),
@@ -85,10 +95,13 @@ impl Projection {
                 party_key: record.party_key().map(str::to_owned),
                 status: Some(record.status()),
                 evidence: record.evidence().iter().map(|item| item.sha256.clone()).collect(),
+                conflicts,
+                review,
+                record: Some(record),
             },
             Err(err) => {
                 tracing::debug!(error = %err, "document does not hydrate as a record");
-                Self::default()
+                Self { conflicts, review, ..Self::default() }
             }
         }
     }
@@ -96,6 +109,11 @@ impl Projection {
     /// The SHA-256 (hex) of every evidence item the record lists.
     pub(crate) fn evidence(&self) -> &[String] {
         &self.evidence
+    }
+
+    /// The hydrated record, when the document is one.
+    pub(crate) fn record(&self) -> Option<&Record> {
+        self.record.as_ref()
     }
 }
 
@@ -153,8 +171,9 @@ pub(crate) fn upsert(connection: &Connection, write: DocumentWrite<'_>) -> Resul
     let projection = write.projection;
     let mut statement = connection.prepare_cached(
         "INSERT INTO documents (id, kind, matter, township, party_key, status, heads, snapshot, \
-         snapshot_seq, feed_seq, change_count, change_bytes, created_at, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?13, ?12, ?12) \
+         snapshot_seq, feed_seq, change_count, change_bytes, created_at, updated_at, conflicts, \
+         review_state, review_heads) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?13, ?12, ?12, ?14, ?15, ?16) \
          ON CONFLICT (id) DO UPDATE SET \
          kind = COALESCE(documents.kind, excluded.kind), \
          matter = COALESCE(documents.matter, excluded.matter), \
@@ -165,7 +184,8 @@ pub(crate) fn upsert(connection: &Connection, write: DocumentWrite<'_>) -> Resul
          feed_seq = excluded.feed_seq, \
          change_count = documents.change_count + excluded.change_count, \
          change_bytes = documents.change_bytes + excluded.change_bytes, \
-         updated_at = excluded.updated_at",
+         updated_at = excluded.updated_at, conflicts = excluded.conflicts, \
+         review_state = excluded.review_state, review_heads = excluded.review_heads",
     )?;
     statement.execute(params![
         write.doc_id.as_bytes(),
@@ -181,6 +201,9 @@ pub(crate) fn upsert(connection: &Connection, write: DocumentWrite<'_>) -> Resul
         write.added,
         write.now,
         write.added_bytes,
+        projection.conflicts,
+        projection.review.state,
+        projection.review.heads.as_deref().map(hashes_blob),
     ])?;
     Ok(())
 }

@@ -235,6 +235,31 @@ const MIGRATIONS: &[&str] = &[
         SELECT RAISE(ABORT, 'quarantine is append-only');
     END;
     ",
+    // 5: issue 5, review: the projections the supervisor's queue filters on (conflicting
+    // fields, the server-written review state and the heads its last review change left, the
+    // finding codes) and the official case numbers handed out at filing.
+    "
+    ALTER TABLE documents ADD COLUMN conflicts INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE documents ADD COLUMN review_state TEXT NOT NULL DEFAULT 'pending';
+    ALTER TABLE documents ADD COLUMN review_heads BLOB;
+    CREATE INDEX documents_review_state ON documents (review_state, feed_seq);
+
+    CREATE TABLE document_findings (
+        doc_id BLOB NOT NULL,
+        code TEXT NOT NULL,
+        PRIMARY KEY (doc_id, code)
+    );
+    CREATE INDEX document_findings_code ON document_findings (code, doc_id);
+
+    CREATE TABLE case_numbers (
+        township TEXT NOT NULL,
+        year INTEGER NOT NULL,
+        n INTEGER NOT NULL,
+        doc_id BLOB NOT NULL UNIQUE,
+        case_no TEXT NOT NULL UNIQUE,
+        PRIMARY KEY (township, year, n)
+    );
+    ",
 ];
 
 /// Opens (creating it if needed) the database for writing and brings its schema up to date.

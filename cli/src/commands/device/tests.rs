@@ -696,3 +696,30 @@ fn evidence_bytes_come_from_the_device_or_the_server_and_are_checked() {
     check_refused(&device, &get, "not_found");
     check_refused(&device, &format!("evidence-get {doc} nope --out x"), "unknown_evidence");
 }
+
+#[test]
+fn a_returned_record_shows_the_supervisors_comments_and_a_forged_review_is_ignored() {
+    use automerge::transaction::Transactable as _;
+    use automerge::{ActorId, AutoCommit, ObjType};
+
+    let mut doc = AutoCommit::new().with_actor(ActorId::from(SERVER_ACTOR));
+    let review = doc.put_object(ROOT, "review", ObjType::Map).unwrap();
+    doc.put(&review, "state", "returned").unwrap();
+    let comments = doc.put_object(&review, "comments", ObjType::List).unwrap();
+    let comment = doc.insert_object(&comments, 0, ObjType::Map).unwrap();
+    doc.put(&comment, "by", "s-1").unwrap();
+    doc.put(&comment, "text", "补充现场照片").unwrap();
+    doc.commit();
+
+    let found = server_review(&doc);
+    assert_eq!(found["state"], "returned");
+    let view = DocumentView::build(DocumentId::from_bytes([3; 16]), &doc.get_heads(), &doc);
+    let text = render_view(&view, false);
+    assert!(text.contains("review: returned"), "{text}");
+    assert!(text.contains("s-1 : 补充现场照片"), "{text}");
+
+    let mut forged = AutoCommit::new().with_actor(ActorId::from([9u8; 16]));
+    let review = forged.put_object(ROOT, "review", ObjType::Map).unwrap();
+    forged.put(&review, "state", "approved").unwrap();
+    assert_eq!(server_review(&forged), Value::Null);
+}

@@ -1,0 +1,89 @@
+//! The floor of `fieldcase bench --floor`: the uploads of a scenario replayed in-process into
+//! the server's own store, with no HTTP, no authentication and no feed.
+//!
+//! Each device's uploads go in the same batches and order as over HTTP, one thread per device,
+//! so that the writer's group commit sees the same concurrency; each batch is parsed change by
+//! change (as the server parses an upload) and merged and committed with `synchronous=FULL` by
+//! `server::store::Store::merge_unchecked`. That is what this machine can do at best for the
+//! same changes and the same durability.
+
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use server::store::{DATABASE_FILE, Store};
+use sync_core::merge::parse_changes;
+
+use crate::commands::bench::scenario::Batch;
+
+/// An in-process store on a temporary directory, kept across the scenarios of one server.
+pub(crate) struct Floor {
+    store: Store,
+    // Held so that the directory outlives the store; declared after it, so dropped after it.
+    _data_dir: tempfile::TempDir,
+}
+
+impl Floor {
+    /// A fresh store.
+    pub(crate) fn open() -> Result<Self> {
+        let data_dir = tempfile::Builder::new()
+            .prefix("fieldcase-bench-floor-")
+            .tempdir()
+            .context("creating the floor's data directory")?;
+        let store = Store::open(&data_dir.path().join(DATABASE_FILE))
+            .context("opening the floor's store")?;
+        Ok(Self { store, _data_dir: data_dir })
+    }
+
+    /// Replays every device's uploads at once; returns the time from the start to the last
+    /// commit and the number of changes stored.
+    ///
+    /// # Errors
+    /// A change that does not parse or merge, or a write that fails.
+    pub(crate) fn replay(&self, batches: &[Vec<Batch>]) -> Result<(Duration, usize)> {
+        let start = Barrier::new(batches.len() + 1);
+        let (started, results) = std::thread::scope(|scope| {
+            let handles: Vec<_> = batches
+                .iter()
+                .map(|device_batches| {
+                    let start = &start;
+                    scope.spawn(move || {
+                        start.wait();
+                        let stored = self.replay_device(device_batches);
+                        (stored, Instant::now())
+                    })
+                })
+                .collect();
+            start.wait();
+            let started = Instant::now();
+            let results: Vec<_> = handles
+                .into_iter()
+                .map(|handle| handle.join().expect("a floor thread panicked"))
+                .collect();
+            (started, results)
+        });
+        let mut took = Duration::ZERO;
+        let mut stored = 0;
+        for (result, finished_at) in results {
+            stored += result?;
+            took = took.max(finished_at.saturating_duration_since(started));
+        }
+        Ok((took, stored))
+    }
+
+    fn replay_device(&self, batches: &[Batch]) -> Result<usize> {
+        let mut stored = 0;
+        for batch in batches {
+            let uploads = batch
+                .iter()
+                .map(|(doc_id, chunks)| Ok((*doc_id, parse_changes(*doc_id, chunks)?)))
+                .collect::<Result<Vec<_>>>()?;
+            let received_at = chrono::Utc::now().timestamp_millis();
+            stored += self
+                .store
+                .merge_unchecked(uploads, received_at)
+                .context("merging into the floor's store")?;
+        }
+        Ok(stored)
+    }
+}

@@ -1,0 +1,311 @@
+//! The supervisor review (docs/review.md): `GET /v1/review/queue`, `GET /v1/review/{id}` and
+//! the actions `resolve`, `approve`, `return` and `grant`, for supervisors and admins only.
+//!
+//! Every action is one server-authored change (actor `SERVER_ACTOR`, attributed to the
+//! supervisor) written by one writer job (`store::review::write_server_change`), and answers
+//! with the review view of the record after it; devices receive the change through the feed.
+
+use std::collections::HashMap;
+
+use automerge::AutoCommit;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::Datelike as _;
+use rusqlite::Connection;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sync_core::ids::DocumentId;
+use sync_core::records::Record;
+use sync_core::view::DocumentView;
+
+use crate::auth::{Caller, now_millis};
+use crate::error::{ApiError, ApiJson};
+use crate::registry::Role;
+use crate::routes::run_blocking;
+use crate::state::AppState;
+use crate::store::review::{self, APPROVED, Comment, Grant, PENDING, QueueFilter, RETURNED};
+use crate::store::{Attribution, Store, StoreError, changes, findings, quarantine};
+
+/// The review routes.
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/review/queue", get(list_queue))
+        .route("/v1/review/{id}", get(show_review))
+        .route("/v1/review/{id}/resolve", post(resolve_field))
+        .route("/v1/review/{id}/approve", post(approve_record))
+        .route("/v1/review/{id}/return", post(return_record))
+        .route("/v1/review/{id}/grant", post(grant_request))
+}
+
+/// The queue's query string.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueueQuery {
+    township: Option<String>,
+    finding: Option<String>,
+    conflicts: Option<bool>,
+    state: Option<String>,
+    changed_since_approval: Option<bool>,
+    resubmitted: Option<bool>,
+}
+
+/// `POST /v1/review/{id}/resolve`.
+#[derive(Debug, Deserialize)]
+struct ResolveBody {
+    path: String,
+    value: Value,
+}
+
+/// `POST /v1/review/{id}/return`.
+#[derive(Debug, Deserialize)]
+struct ReturnBody {
+    comment: String,
+}
+
+/// `POST /v1/review/{id}/grant`.
+#[derive(Debug, Deserialize)]
+struct GrantBody {
+    event: String,
+}
+
+/// A caller who may review: a supervisor or an admin. Extracted before the path and the
+/// body, so an officer gets `forbidden` whatever else the request holds.
+struct Reviewer(Caller);
+
+impl FromRequestParts<AppState> for Reviewer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        match caller.role {
+            Role::Supervisor | Role::Admin => Ok(Self(caller)),
+            Role::Officer => Err(ApiError::Forbidden(
+                "the review is for supervisors and admins; role officer may not use it".to_owned(),
+            )),
+        }
+    }
+}
+
+/// The records to review, filtered in SQL over the columns projected at every merge.
+async fn list_queue(
+    State(state): State<AppState>,
+    _reviewer: Reviewer,
+    query: Result<Query<QueueQuery>, QueryRejection>,
+) -> Result<Json<Vec<review::QueueItem>>, ApiError> {
+    let Query(query) = query.map_err(|rejection| ApiError::InvalidQuery(rejection.body_text()))?;
+    if let Some(wanted) = &query.state
+        && ![PENDING, APPROVED, RETURNED].contains(&wanted.as_str())
+    {
+        return Err(ApiError::InvalidQuery(format!(
+            "state {wanted:?} is not one of pending, approved, returned"
+        )));
+    }
+    let filter = QueueFilter {
+        township: query.township,
+        finding: query.finding,
+        conflicts: query.conflicts.unwrap_or(false),
+        state: query.state,
+        changed_since_approval: query.changed_since_approval.unwrap_or(false),
+        resubmitted: query.resubmitted.unwrap_or(false),
+    };
+    let store = state.store().clone();
+    let items = run_blocking(move || Ok(store.read(|tx| review::queue(tx, &filter))?)).await?;
+    Ok(Json(items))
+}
+
+/// The record as a supervisor reviews it.
+async fn show_review(
+    State(state): State<AppState>,
+    _reviewer: Reviewer,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let doc_id = parse_document_id(id)?;
+    let store = state.store().clone();
+    Ok(Json(run_blocking(move || review_view(&store, doc_id)).await?))
+}
+
+/// Sets a field to the supervisor's value, superseding every concurrent value.
+async fn resolve_field(
+    State(state): State<AppState>,
+    Reviewer(caller): Reviewer,
+    id: Result<Path<String>, PathRejection>,
+    ApiJson(body): ApiJson<ResolveBody>,
+) -> Result<Json<Value>, ApiError> {
+    let doc_id = parse_document_id(id)?;
+    let value = match body.value {
+        Value::String(text) => text,
+        Value::Number(_) | Value::Bool(_) => body.value.to_string(),
+        _ => {
+            return Err(ApiError::InvalidEdit(
+                "the value must be a string, a number or a boolean".to_owned(),
+            ));
+        }
+    };
+    let path = body.path;
+    act(&state, &caller, doc_id, move |doc, _| review::resolve(doc, &path, &value)).await
+}
+
+/// Approves the record at its current heads; later uploads to it are quarantined.
+async fn approve_record(
+    State(state): State<AppState>,
+    Reviewer(caller): Reviewer,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let doc_id = parse_document_id(id)?;
+    act(&state, &caller, doc_id, |doc, _| review::approve(doc)).await
+}
+
+/// Returns the record to its officer for correction, with a comment.
+async fn return_record(
+    State(state): State<AppState>,
+    Reviewer(caller): Reviewer,
+    id: Result<Path<String>, PathRejection>,
+    ApiJson(body): ApiJson<ReturnBody>,
+) -> Result<Json<Value>, ApiError> {
+    let doc_id = parse_document_id(id)?;
+    if body.comment.trim().is_empty() {
+        return Err(ApiError::InvalidEdit("a returned record needs a comment".to_owned()));
+    }
+    let comment = Comment {
+        id: hex::encode(crate::auth::keys::random_bytes::<8>()),
+        by: caller.officer.clone(),
+        at: now_millis(),
+        text: body.comment,
+    };
+    act(&state, &caller, doc_id, move |doc, _| review::return_for_correction(doc, &comment)).await
+}
+
+/// Grants a device's request event with the server-authored event it asks for.
+async fn grant_request(
+    State(state): State<AppState>,
+    Reviewer(caller): Reviewer,
+    id: Result<Path<String>, PathRejection>,
+    ApiJson(body): ApiJson<GrantBody>,
+) -> Result<Json<Value>, ApiError> {
+    let doc_id = parse_document_id(id)?;
+    let now = chrono::Utc::now();
+    let grant = Grant {
+        request: body.event,
+        event_id: hex::encode(crate::auth::keys::random_bytes::<16>()),
+        now_ms: now.timestamp_millis(),
+        year: now.year(),
+    };
+    act(&state, &caller, doc_id, move |doc, connection| {
+        review::grant(doc, connection, doc_id, &grant)
+    })
+    .await
+}
+
+/// Writes one server-authored change attributed to the caller, then answers the review view.
+async fn act(
+    state: &AppState,
+    caller: &Caller,
+    doc_id: DocumentId,
+    edit: impl FnOnce(&mut AutoCommit, &Connection) -> Result<String, StoreError> + Send + 'static,
+) -> Result<Json<Value>, ApiError> {
+    let attribution = Attribution {
+        device: None,
+        officer: Some(caller.officer.clone()),
+        certificate: caller.certificate.as_ref().map(|certificate| certificate.cert_no.clone()),
+    };
+    let now = now_millis();
+    state
+        .store()
+        .submit(move |context| {
+            review::write_server_change(context, doc_id, now, &attribution, edit)
+        })
+        .await?;
+    let store = state.store().clone();
+    Ok(Json(run_blocking(move || review_view(&store, doc_id)).await?))
+}
+
+/// The merged view with the registry-aware findings, the history, the quarantined changes,
+/// the writers of conflicting values and the review state.
+fn review_view(store: &Store, doc_id: DocumentId) -> Result<Value, ApiError> {
+    let not_found = || ApiError::ObjectNotFound(format!("document {doc_id} is not found"));
+    let doc = store.document(doc_id)?.ok_or_else(not_found)?;
+    let mut view = DocumentView::build(doc_id, &doc.get_heads(), &*doc);
+    let record = Record::hydrate(&*doc).ok();
+    let now = now_millis();
+    let actors: Vec<String> = view
+        .conflicts
+        .iter()
+        .flat_map(|conflict| conflict.values.iter().map(|value| value.actor.clone()))
+        .collect();
+    let (registry_findings, history, quarantined, owners) = store.read(|tx| {
+        let registry_findings = match &record {
+            Some(record) => Some(findings::registry_findings(tx, record, now)?),
+            None => None,
+        };
+        let mut owners = HashMap::new();
+        for actor in actors {
+            if owners.contains_key(&actor) {
+                continue;
+            }
+            let owner = match hex::decode(&actor) {
+                Ok(bytes) => review::actor_owner(tx, &bytes)?,
+                Err(_) => None,
+            };
+            owners.insert(actor, owner);
+        }
+        Ok((
+            registry_findings,
+            changes::history(tx, doc_id)?,
+            quarantine::list(tx, doc_id)?,
+            owners,
+        ))
+    })?;
+    if let Some(registry_findings) = registry_findings {
+        view.findings = registry_findings;
+    }
+    let mut json = serde_json::to_value(&view)
+        .map_err(|err| ApiError::Internal(anyhow::Error::new(err).context("serialising a view")))?;
+    if let Some(conflicts) = json["conflicts"].as_array_mut() {
+        for value in conflicts.iter_mut().filter_map(|conflict| conflict["values"].as_array_mut()) {
+            for item in value {
+                let owner = item["actor"].as_str().and_then(|actor| owners.get(actor)).cloned();
+                let (device, officer) = owner.flatten().unzip();
+                item["device"] = json!(device);
+                item["officer"] = json!(officer);
+            }
+        }
+    }
+    json["history"] = history
+        .into_iter()
+        .map(|entry| {
+            json!({
+                "feed_seq": entry.feed_seq,
+                "hash": entry.hash.to_string(),
+                "actor": entry.actor.to_hex_string(),
+                "device": entry.device,
+                "officer": entry.officer,
+                "certificate": entry.certificate,
+                "received_at": entry.received_at,
+                "device_time": entry.device_time,
+                "message": entry.message,
+            })
+        })
+        .collect();
+    json["quarantined"] = quarantined
+        .into_iter()
+        .map(|change| {
+            json!({
+                "hash": change.hash.to_string(),
+                "device": change.device,
+                "officer": change.officer,
+                "reason": change.reason,
+                "received_at": change.received_at,
+            })
+        })
+        .collect();
+    json["review"] = review::review_json(&doc);
+    Ok(json)
+}
+
+fn parse_document_id(id: Result<Path<String>, PathRejection>) -> Result<DocumentId, ApiError> {
+    let Path(text) = id.map_err(|rejection| ApiError::InvalidDocumentId(rejection.body_text()))?;
+    DocumentId::parse(&text).map_err(|_| ApiError::InvalidDocumentId(text))
+}

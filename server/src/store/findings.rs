@@ -1,0 +1,162 @@
+//! The registry-aware findings of a record (sync-core `validate::findings_with`), with the
+//! `RuleContext` filled from the registry, and their codes projected into
+//! `document_findings(doc_id, code)` at every merge so that the review queue filters in SQL.
+//!
+//! The context holds what the registry knows now: the certificates of the officers the record
+//! names (with the time of their last suspension or revocation from the audit log), the
+//! record's matter, every entrustment item of its township (active or not, with its term), and
+//! the evidence blobs received. Number blocks are not leased by the server yet, so the finding
+//! that needs them (`number_outside_block`) is left out rather than reported for every number.
+
+use std::collections::HashSet;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use sync_core::ids::DocumentId;
+use sync_core::records::Record;
+use sync_core::scope::Action;
+use sync_core::validate::{
+    CertificateFacts, EntrustmentFacts, Finding, MatterFacts, RuleContext, findings_with,
+};
+
+use crate::store::registry::json_column;
+use crate::store::{StoreError, blobs};
+
+/// Findings that need registry facts the server does not keep yet.
+const UNKNOWN_CONTEXT: [&str; 1] = ["number_outside_block"];
+
+/// Every finding of `record` judged against the registry as it stands at `now_ms`.
+pub(crate) fn registry_findings(
+    connection: &Connection,
+    record: &Record,
+    now_ms: i64,
+) -> Result<Vec<Finding>, StoreError> {
+    let context = rule_context(connection, record, now_ms)?;
+    Ok(findings_with(record, &context)
+        .into_iter()
+        .filter(|finding| !UNKNOWN_CONTEXT.contains(&finding.code))
+        .collect())
+}
+
+/// Replaces the stored finding codes of a document with those of its merged `record`; a
+/// document that is not a readable record has none.
+pub(crate) fn project(
+    connection: &Connection,
+    doc_id: DocumentId,
+    record: Option<&Record>,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    connection
+        .prepare_cached("DELETE FROM document_findings WHERE doc_id = ?1")?
+        .execute([doc_id.as_bytes()])?;
+    let Some(record) = record else { return Ok(()) };
+    let codes: HashSet<&'static str> = registry_findings(connection, record, now_ms)?
+        .into_iter()
+        .map(|finding| finding.code)
+        .collect();
+    let mut insert = connection
+        .prepare_cached("INSERT OR IGNORE INTO document_findings (doc_id, code) VALUES (?1, ?2)")?;
+    for code in codes {
+        insert.execute(params![doc_id.as_bytes(), code])?;
+    }
+    Ok(())
+}
+
+/// The registry facts the rules need about `record`.
+pub(crate) fn rule_context(
+    connection: &Connection,
+    record: &Record,
+    now_ms: i64,
+) -> Result<RuleContext, StoreError> {
+    let mut officers: Vec<&str> =
+        record.officers().iter().map(|present| present.officer.as_str()).collect();
+    officers.sort_unstable();
+    officers.dedup();
+    let mut certificates = Vec::new();
+    for officer in officers {
+        certificates.extend(certificates_of(connection, officer)?);
+    }
+    let hashes: Vec<String> = record.evidence().iter().map(|item| item.sha256.clone()).collect();
+    Ok(RuleContext {
+        certificates,
+        matter: matter_facts(connection, record.matter())?,
+        entrustments: entrustment_facts(connection, record.township())?,
+        blobs_received: Some(blobs::present(connection, &hashes)?),
+        now_ms,
+        ..RuleContext::default()
+    })
+}
+
+/// The certificates of one officer; a suspended or revoked one is withdrawn at its last
+/// suspension or revocation in the audit log (at its start when the log has none).
+fn certificates_of(
+    connection: &Connection,
+    officer: &str,
+) -> Result<Vec<CertificateFacts>, StoreError> {
+    let mut statement = connection.prepare_cached(
+        "SELECT c.cert_no, c.officer, c.sectors, c.valid_from, c.valid_to, c.status, \
+         (SELECT MAX(a.at) FROM audit a WHERE a.object_kind = 'certificate' \
+          AND a.object_id = c.cert_no AND a.action IN ('suspend', 'revoke')) \
+         FROM certificates c WHERE c.officer = ?1 ORDER BY c.cert_no",
+    )?;
+    let rows = statement.query_map([officer], |row| {
+        let valid_from: i64 = row.get(3)?;
+        let status: String = row.get(5)?;
+        let withdrawn: Option<i64> = row.get(6)?;
+        let withdrawn_at = match status.as_str() {
+            "suspended" | "revoked" => Some(withdrawn.unwrap_or(valid_from)),
+            _ => None,
+        };
+        Ok(CertificateFacts {
+            cert_no: row.get(0)?,
+            officer: row.get(1)?,
+            sectors: json_column(row, 2)?,
+            valid_from,
+            valid_to: row.get(4)?,
+            withdrawn_at,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+fn matter_facts(connection: &Connection, code: &str) -> Result<Option<MatterFacts>, StoreError> {
+    Ok(connection
+        .prepare_cached(
+            "SELECT code, sector, hearing_threshold_person, hearing_threshold_org FROM matters \
+             WHERE code = ?1",
+        )?
+        .query_row([code], |row| {
+            Ok(MatterFacts {
+                code: row.get(0)?,
+                sector: row.get(1)?,
+                hearing_threshold_person: row.get(2)?,
+                hearing_threshold_org: row.get(3)?,
+            })
+        })
+        .optional()?)
+}
+
+/// Every entrustment item of the township, whatever its agreement's status and term: the rule
+/// judges them at the time of the act.
+fn entrustment_facts(
+    connection: &Connection,
+    township: &str,
+) -> Result<Vec<EntrustmentFacts>, StoreError> {
+    let mut statement = connection.prepare_cached(
+        "SELECT e.id, e.township, i.matter, i.actions, e.valid_from, e.valid_to, e.status \
+         FROM entrustments e JOIN entrustment_items i ON i.entrustment = e.id \
+         WHERE e.township = ?1 ORDER BY e.id, i.matter",
+    )?;
+    let rows = statement.query_map([township], |row| {
+        let status: String = row.get(6)?;
+        Ok(EntrustmentFacts {
+            agreement: row.get(0)?,
+            township: row.get(1)?,
+            matter: row.get(2)?,
+            actions: json_column::<Vec<Action>>(row, 3)?,
+            valid_from: row.get(4)?,
+            valid_to: row.get(5)?,
+            active: status == "active",
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
