@@ -22,6 +22,7 @@
 
 #![warn(missing_docs)]
 
+pub mod calendar;
 pub mod edit;
 pub mod error;
 pub mod ids;
