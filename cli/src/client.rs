@@ -69,6 +69,8 @@ pub enum ClientError {
         code: String,
         /// The server's human sentence.
         message: String,
+        /// The actor the refusal names (`duplicate_seq`: whose sequence number is taken).
+        actor: Option<String>,
     },
     /// The server could not be reached, or the connection broke.
     #[error("cannot reach the server")]
@@ -146,9 +148,12 @@ impl RawResponse {
             return Ok(self.body);
         }
         Err(match serde_json::from_slice::<ErrorBody>(&self.body) {
-            Ok(ErrorBody { error }) => {
-                ClientError::Api { status: self.status, code: error.code, message: error.message }
-            }
+            Ok(ErrorBody { error, actor }) => ClientError::Api {
+                status: self.status,
+                code: error.code,
+                message: error.message,
+                actor,
+            },
             Err(_) => ClientError::InvalidResponse {
                 status: self.status,
                 reason: format!("not a fieldcase error: {:?}", preview(&self.body)),
@@ -199,6 +204,9 @@ impl BlobStatus {
 #[derive(Deserialize)]
 struct ErrorBody {
     error: ErrorDetail,
+    // Named by `duplicate_seq`, beside the error object like `received` of a blob refusal.
+    #[serde(default)]
+    actor: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -219,6 +227,8 @@ pub mod paths {
     pub const ENROLL: &str = "/v1/enroll";
     /// `POST`: mints a DPoP-bound access token for an enrolled device key.
     pub const TOKEN: &str = "/v1/token";
+    /// `POST`: a fresh Automerge actor for the calling device (after a restore from a backup).
+    pub const ACTORS: &str = "/v1/actors";
     /// `POST`: one binary sync round trip.
     pub const SYNC: &str = "/v1/sync";
     /// `GET`: the documents visible to the caller.

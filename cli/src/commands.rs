@@ -163,6 +163,7 @@ mod tests {
             status: 403,
             code: "out_of_scope".to_owned(),
             message: "not your township".to_owned(),
+            actor: None,
         };
         check(&anyhow::Error::new(refused).context("syncing"), "out_of_scope");
         check(

@@ -25,7 +25,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use automerge::{ActorId, ChangeHash};
+use automerge::{ActorId, Change, ChangeHash};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use sha2::{Digest, Sha256};
 use sync_core::error::ReplicaError;
@@ -37,7 +37,8 @@ use thiserror::Error;
 
 /// The schema, one entry per version; `PRAGMA user_version` counts the entries applied.
 /// Entries are only ever appended, so that every older replica migrates forward.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB);
     CREATE TABLE docs (
         id BLOB PRIMARY KEY,
@@ -49,7 +50,21 @@ const MIGRATIONS: &[&str] = &["
     );
     CREATE INDEX docs_dirty ON docs (id) WHERE dirty = 1;
     CREATE TABLE blobs (sha256 TEXT PRIMARY KEY, size INTEGER NOT NULL, uploaded INTEGER NOT NULL);
-"];
+",
+    "
+    CREATE TABLE refused_changes (
+        doc_id BLOB NOT NULL,
+        hash BLOB NOT NULL,
+        bytes BLOB NOT NULL,
+        reason TEXT NOT NULL,
+        at INTEGER NOT NULL
+    );
+    CREATE TRIGGER refused_changes_no_update BEFORE UPDATE ON refused_changes
+        BEGIN SELECT RAISE(ABORT, 'refused_changes is append-only'); END;
+    CREATE TRIGGER refused_changes_no_delete BEFORE DELETE ON refused_changes
+        BEGIN SELECT RAISE(ABORT, 'refused_changes is append-only'); END;
+",
+];
 
 /// 30 s: how long a statement waits for a lock held by a process that opened the database
 /// without going through [`ReplicaStore::open`] (a backup tool, `sqlite3`) before failing.
@@ -343,6 +358,51 @@ impl ReplicaStore {
         set_meta_int(&tx, "last_sync", now_ms)?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// Stores a re-fork in one transaction: `new_actor` becomes the actor of every later change
+    /// (meta and enrollment), the refused changes of each document are appended to
+    /// `refused_changes` with `reason` (never deleted), and the re-forked documents are saved.
+    pub fn store_refork<'a>(
+        &mut self,
+        new_actor: &ActorId,
+        reforked: impl IntoIterator<Item = (&'a mut DeviceDoc, &'a [Change])>,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut enrollment = self.enrollment()?;
+        let tx = self.db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        set_meta(&tx, "actor", &new_actor.to_bytes())?;
+        if let Some(enrollment) = &mut enrollment {
+            enrollment.actor = new_actor.to_hex_string();
+            set_meta(&tx, "enrollment", &json_text(enrollment))?;
+        }
+        for (device_doc, refused) in reforked {
+            for change in refused {
+                tx.execute(
+                    "INSERT INTO refused_changes (doc_id, hash, bytes, reason, at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![
+                        device_doc.id().as_bytes(),
+                        &change.hash().0[..],
+                        change.raw_bytes(),
+                        reason,
+                        now_ms
+                    ],
+                )?;
+            }
+            save_doc(&tx, device_doc, now_ms)?;
+        }
+        tx.commit()?;
+        self.actor = new_actor.clone();
+        Ok(())
+    }
+
+    /// How many changes the server refused and the device keeps in `refused_changes`.
+    pub fn refused_count(&self) -> Result<u64, StoreError> {
+        let count: i64 =
+            self.db.query_row("SELECT COUNT(*) FROM refused_changes", [], |row| row.get(0))?;
+        Ok(u64::try_from(count).expect("counts are never negative"))
     }
 
     /// Copies evidence bytes into `<home>/blobs/<sha256>` while hashing them, and records the

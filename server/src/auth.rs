@@ -182,8 +182,14 @@ pub(crate) struct Caller {
     pub(crate) township: Option<String>,
     /// The certificate the token was minted under, checked valid now.
     pub(crate) certificate: Option<Certificate>,
-    /// Its `rev`, equal to the token's.
+    /// Its `rev`, equal to the token's (in upload-only mode, the revision before the
+    /// certificate was withdrawn).
     pub(crate) cert_rev: i64,
+    /// Upload-only mode (DESIGN.md §7 item 4, SECURITY.md B-18): the certificate was suspended
+    /// or revoked at this server time (ms) after the still-valid token was minted. Only
+    /// [`SyncCaller`] lets such a caller through, to upload what was made before; every other
+    /// route refuses it with the certificate's refusal.
+    pub(crate) upload_only: Option<i64>,
 }
 
 impl Caller {
@@ -209,64 +215,114 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let now = now_seconds();
-        let token = access_token(parts)?.to_owned();
-        if !parts.headers.contains_key(DPOP) {
-            return Err(ApiError::InvalidDpopProof("the request has no DPoP proof".to_owned()));
-        }
-        let claims = state.auth().tokens().verify_access(&token).map_err(|err| match err {
-            TokenError::Expired => ApiError::TokenExpired,
-            TokenError::Invalid(reason) => ApiError::InvalidToken(reason),
-        })?;
-        state.auth().check_proof(parts, Some(&token), Some(&claims.cnf.jkt), now)?;
-
-        let store = state.store().clone();
-        let lookup = claims.clone();
-        let (device, officer, certificate) = run_blocking(move || {
-            Ok(store.read(|tx| {
-                let device = devices::get_device(tx, &lookup.device)?;
-                let officer = registry::get_officer(tx, &lookup.sub)?;
-                let certificate = match &lookup.cert_no {
-                    Some(cert_no) => registry::get_certificate(tx, cert_no)?,
-                    None => None,
-                };
-                Ok((device, officer, certificate))
-            })?)
-        })
-        .await?;
-
-        let device = device
-            .filter(|device| {
-                device.status == DeviceStatus::Active
-                    && device.jkt == claims.cnf.jkt
-                    && device.officer == claims.sub
-            })
-            .ok_or(ApiError::DeviceRevoked)?;
-        let officer = officer
-            .ok_or_else(|| ApiError::InvalidToken("the officer is not registered".to_owned()))?;
-        let certificate = match (&claims.cert_no, certificate) {
-            (None, _) if officer.role == Role::Officer => return Err(ApiError::TokenRevoked),
-            (None, _) => None,
-            (Some(_), None) => return Err(ApiError::TokenRevoked),
-            (Some(_), Some(certificate)) => {
-                if let Some(refusal) = certificate_refusal(&certificate, now_millis()) {
-                    return Err(refusal);
-                }
-                if certificate.rev != claims.cert_rev || certificate.officer != officer.id {
-                    return Err(ApiError::TokenRevoked);
-                }
-                Some(certificate)
-            }
-        };
-        Ok(Self {
-            officer: officer.id,
-            role: officer.role,
-            device: device.id,
-            township: officer.township,
-            certificate,
-            cert_rev: claims.cert_rev,
-        })
+        authenticate(parts, state, false).await
     }
+}
+
+/// The caller of `POST /v1/sync`: a [`Caller`] that may also be in upload-only mode, when the
+/// officer's certificate was suspended or revoked after the access token was minted.
+///
+/// The sync route alone takes it, and answers such a caller without a feed (SECURITY.md B-18):
+/// what the device made before the withdrawal is accepted and flagged for review, what it
+/// made after goes to quarantine.
+pub(crate) struct SyncCaller(pub(crate) Caller);
+
+impl FromRequestParts<AppState> for SyncCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Ok(Self(authenticate(parts, state, true).await?))
+    }
+}
+
+/// Runs the checks of SECURITY.md §a steps 1 to 4; with `upload_only`, a token minted before its
+/// certificate was withdrawn passes as an upload-only caller instead of being refused.
+async fn authenticate(
+    parts: &mut Parts,
+    state: &AppState,
+    upload_only: bool,
+) -> Result<Caller, ApiError> {
+    let now = now_seconds();
+    let token = access_token(parts)?.to_owned();
+    if !parts.headers.contains_key(DPOP) {
+        return Err(ApiError::InvalidDpopProof("the request has no DPoP proof".to_owned()));
+    }
+    let claims = state.auth().tokens().verify_access(&token).map_err(|err| match err {
+        TokenError::Expired => ApiError::TokenExpired,
+        TokenError::Invalid(reason) => ApiError::InvalidToken(reason),
+    })?;
+    state.auth().check_proof(parts, Some(&token), Some(&claims.cnf.jkt), now)?;
+
+    let store = state.store().clone();
+    let lookup = claims.clone();
+    let (device, officer, certificate, withdrawal) = run_blocking(move || {
+        Ok(store.read(|tx| {
+            let device = devices::get_device(tx, &lookup.device)?;
+            let officer = registry::get_officer(tx, &lookup.sub)?;
+            let certificate = match &lookup.cert_no {
+                Some(cert_no) => registry::get_certificate(tx, cert_no)?,
+                None => None,
+            };
+            let withdrawal = match &certificate {
+                Some(certificate) if upload_only && is_withdrawn(certificate) => {
+                    registry::certificate_withdrawal(tx, &certificate.cert_no)?
+                }
+                _ => None,
+            };
+            Ok((device, officer, certificate, withdrawal))
+        })?)
+    })
+    .await?;
+
+    let device = device
+        .filter(|device| {
+            device.status == DeviceStatus::Active
+                && device.jkt == claims.cnf.jkt
+                && device.officer == claims.sub
+        })
+        .ok_or(ApiError::DeviceRevoked)?;
+    let officer = officer
+        .ok_or_else(|| ApiError::InvalidToken("the officer is not registered".to_owned()))?;
+    let mut withdrawn_at = None;
+    let certificate = match (&claims.cert_no, certificate) {
+        (None, _) if officer.role == Role::Officer => return Err(ApiError::TokenRevoked),
+        (None, _) => None,
+        (Some(_), None) => return Err(ApiError::TokenRevoked),
+        (Some(_), Some(certificate)) => {
+            if let Some(refusal) = certificate_refusal(&certificate, now_millis()) {
+                // Upload-only: an officer's token minted at the revision the certificate had
+                // just before its withdrawal, and no later than the withdrawal itself.
+                let minted_before = withdrawal.filter(|withdrawal| {
+                    officer.role == Role::Officer
+                        && certificate.officer == officer.id
+                        && claims.cert_rev == withdrawal.rev_before
+                        && i64::try_from(claims.iat)
+                            .is_ok_and(|iat| iat.saturating_mul(1000) <= withdrawal.at)
+                });
+                match minted_before {
+                    Some(withdrawal) => withdrawn_at = Some(withdrawal.at),
+                    None => return Err(refusal),
+                }
+            } else if certificate.rev != claims.cert_rev || certificate.officer != officer.id {
+                return Err(ApiError::TokenRevoked);
+            }
+            Some(certificate)
+        }
+    };
+    Ok(Caller {
+        officer: officer.id,
+        role: officer.role,
+        device: device.id,
+        township: officer.township,
+        certificate,
+        cert_rev: claims.cert_rev,
+        upload_only: withdrawn_at,
+    })
+}
+
+/// Whether the certificate is suspended or revoked: the states upload-only mode applies to.
+fn is_withdrawn(certificate: &Certificate) -> bool {
+    matches!(certificate.status, CertificateStatus::Suspended | CertificateStatus::Revoked)
 }
 
 /// The token of `Authorization: DPoP <token>`.

@@ -122,19 +122,21 @@ impl DemoSeed {
     }
 
     fn insert(&self, tx: &rusqlite::Connection, change: &Author<'_>) -> Result<(), StoreError> {
-        let agency = |id: &str, name: &str, code: &str, kind| Agency {
+        // Complaint channels: 12350 is the national work-safety reporting line, 12345 the
+        // government service hotline that townships publish.
+        let agency = |id: &str, name: &str, code: &str, kind, hotline: &str| Agency {
             id: id.to_owned(),
             name: name.to_owned(),
             code: code.to_owned(),
             kind,
             parent: None,
-            hotline: None,
+            hotline: Some(hotline.to_owned()),
         };
         for agency in [
-            agency("d-yingji", "县应急管理局", "应急", AgencyKind::CountyDept),
-            agency("t-chengguan", "城关镇", "城关", AgencyKind::Township),
-            agency("t-hexi", "河西乡", "河西", AgencyKind::Township),
-            agency("j-sifa", "县司法局", "司法", AgencyKind::JusticeBureau),
+            agency("d-yingji", "县应急管理局", "应急", AgencyKind::CountyDept, "12350"),
+            agency("t-chengguan", "城关镇", "城关", AgencyKind::Township, "12345"),
+            agency("t-hexi", "河西乡", "河西", AgencyKind::Township, "12345"),
+            agency("j-sifa", "县司法局", "司法", AgencyKind::JusticeBureau, "12345"),
         ] {
             registry::insert_agency(tx, change, &agency)?;
         }

@@ -45,9 +45,17 @@ pub enum ApiError {
     /// Changes depend on changes neither stored nor uploaded.
     #[error("{0}")]
     MissingDeps(String),
-    /// An (actor, seq) pair is already stored with other content.
-    #[error("{0}")]
-    DuplicateSeq(String),
+    /// An (actor, seq) pair is already stored with other content; the answer names the actor
+    /// and the document, so a device restored from a backup knows its actor is spent.
+    #[error("{message}")]
+    DuplicateSeq {
+        /// The human sentence.
+        message: String,
+        /// Hex id of the actor whose sequence number is taken.
+        actor: String,
+        /// The document concerned.
+        doc: String,
+    },
     /// A change with no dependencies for an existing document.
     #[error("{0}")]
     ForeignRoot(String),
@@ -183,7 +191,7 @@ impl ApiError {
             Self::InflateLimit(_) => "inflate_limit",
             Self::BatchTooLarge { .. } => "batch_too_large",
             Self::MissingDeps(_) => "missing_deps",
-            Self::DuplicateSeq(_) => "duplicate_seq",
+            Self::DuplicateSeq { .. } => "duplicate_seq",
             Self::ForeignRoot(_) => "foreign_root",
             Self::ChangeRefused(_) => "change_refused",
             Self::DuplicateChange(_) => "duplicate_change",
@@ -258,7 +266,7 @@ impl ApiError {
             | Self::OutOfScope(_)
             | Self::ForeignActor(_) => StatusCode::FORBIDDEN,
             Self::MissingDeps(_)
-            | Self::DuplicateSeq(_)
+            | Self::DuplicateSeq { .. }
             | Self::ForeignRoot(_)
             | Self::DuplicateChange(_)
             | Self::DeviceAlreadyEnrolled
@@ -334,6 +342,10 @@ impl IntoResponse for ApiError {
         if let Self::UploadOffsetMismatch { received } = &self {
             body["received"] = (*received).into();
         }
+        if let Self::DuplicateSeq { actor, doc, .. } = &self {
+            body["actor"] = actor.as_str().into();
+            body["doc"] = doc.as_str().into();
+        }
         let mut response = (self.status(), Json(body)).into_response();
         if let Self::UploadOffsetMismatch { received } = &self {
             response.headers_mut().insert(UPLOAD_OFFSET, HeaderValue::from(*received));
@@ -368,7 +380,9 @@ impl From<MergeError> for ApiError {
         match err {
             MergeError::MalformedChange { .. } => Self::MalformedChange(message),
             MergeError::MissingDeps { .. } => Self::MissingDeps(message),
-            MergeError::DuplicateSeq { .. } => Self::DuplicateSeq(message),
+            MergeError::DuplicateSeq { doc, actor, .. } => {
+                Self::DuplicateSeq { message, actor, doc }
+            }
             MergeError::ForeignRoot { .. } => Self::ForeignRoot(message),
             MergeError::Refused { .. } | MergeError::TooManyOps { .. } => {
                 Self::ChangeRefused(message)

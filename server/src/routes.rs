@@ -1,10 +1,12 @@
 //! The HTTP routes, one module per area, and what every route shares.
 
+mod actors;
 mod admin;
 pub(crate) mod blobs;
 mod documents;
 pub(crate) mod enroll;
 mod health;
+mod public;
 mod review;
 pub(crate) mod sync;
 pub(crate) mod token;
@@ -18,8 +20,10 @@ use crate::state::AppState;
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .merge(health::router())
+        .merge(public::router())
         .merge(token::router())
         .merge(enroll::router())
+        .merge(actors::router())
         .merge(sync::router())
         .merge(blobs::router())
         .merge(documents::router())

@@ -17,9 +17,11 @@ pub(crate) mod devices;
 pub(crate) mod documents;
 pub(crate) mod findings;
 pub(crate) mod idempotency;
+pub(crate) mod public;
 pub(crate) mod quarantine;
 pub(crate) mod registry;
 pub(crate) mod review;
+pub(crate) mod review_flags;
 mod schema;
 #[cfg(test)]
 mod tests;

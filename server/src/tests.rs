@@ -35,6 +35,7 @@ use crate::{bootstrap, router};
 mod convergence;
 mod resync;
 mod review;
+mod revoked;
 
 const HOST: &str = "fieldcase.test";
 const CHENGGUAN: &str = "t-chengguan";

@@ -23,6 +23,7 @@
 #![warn(missing_docs)]
 
 pub mod calendar;
+pub mod deadlines;
 pub mod edit;
 pub mod error;
 pub mod ids;
@@ -31,6 +32,7 @@ pub mod merge;
 pub mod numbers;
 pub mod protocol;
 pub mod records;
+mod refork;
 pub mod replica;
 pub mod scope;
 pub mod validate;

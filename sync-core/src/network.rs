@@ -11,6 +11,7 @@ use autosurgeon::{hydrate, reconcile};
 use proptest::prelude::*;
 
 use crate::edit::{TextEdit, edit_text, set_field};
+use crate::error::MergeError;
 use crate::ids::DocumentId;
 use crate::merge::{merge_changes, parse_changes};
 use crate::protocol::{DocOutcome, DocResult, DocUpdate, SyncRequest, SyncResponse};
@@ -26,6 +27,21 @@ struct MemoryServer {
 
 impl MemoryServer {
     fn handle(&mut self, request: &SyncRequest) -> SyncResponse {
+        self.try_handle(request).expect("merge")
+    }
+
+    /// Answers a request, or refuses all of it, storing nothing, as the real server does.
+    fn try_handle(&mut self, request: &SyncRequest) -> Result<SyncResponse, MergeError> {
+        let (docs, feed) = (self.docs.clone(), self.feed.len());
+        let answer = self.answer(request);
+        if answer.is_err() {
+            self.docs = docs;
+            self.feed.truncate(feed);
+        }
+        answer
+    }
+
+    fn answer(&mut self, request: &SyncRequest) -> Result<SyncResponse, MergeError> {
         let mut results = Vec::new();
         let mut uploaded = HashSet::new();
         for upload in &request.docs {
@@ -45,7 +61,7 @@ impl MemoryServer {
             let changes =
                 parse_changes(upload.doc_id, &upload.changes).expect("test uploads parse");
             uploaded.extend(changes.iter().map(automerge::Change::hash));
-            let mut new_changes = merge_changes(doc, upload.doc_id, changes).expect("merge");
+            let mut new_changes = merge_changes(doc, upload.doc_id, changes)?;
             let stored = u32::try_from(new_changes.len()).expect("small");
             for change in &mut new_changes {
                 self.feed.push((upload.doc_id, change.hash(), change.bytes().into_owned()));
@@ -65,7 +81,7 @@ impl MemoryServer {
                 updates.entry(*doc_id).or_default().push(bytes.clone());
             }
         }
-        SyncResponse {
+        Ok(SyncResponse {
             cursor: self.feed.len() as u64,
             more: false,
             results,
@@ -74,7 +90,7 @@ impl MemoryServer {
                 .map(|(doc_id, changes)| DocUpdate { doc_id, changes })
                 .collect(),
             evict: Vec::new(),
-        }
+        })
     }
 
     fn view(&self, doc_id: DocumentId) -> DocumentView {
@@ -224,6 +240,80 @@ fn a_resync_with_nothing_changed_uploads_nothing_and_downloads_nothing() {
     let response = server.handle(round.request());
     assert!(response.updates.is_empty());
     assert!(round.request().encode().len() < 8);
+}
+
+#[test]
+fn a_device_restored_from_a_backup_reforks_under_a_new_actor_and_converges_losing_nothing() {
+    let mut server = MemoryServer::default();
+    let mut a = Device::new(1);
+    let mut b = Device::new(2);
+    let doc_id = new_inspection(&mut a, 6);
+    edit_text(a.doc(doc_id).doc_mut(), "findings", TextEdit::Append, "备份前。").unwrap();
+    a.doc(doc_id).doc_mut().commit();
+    a.sync(&mut server);
+    b.sync(&mut server);
+
+    // The backup: the document's bytes, its acknowledged heads and the cursor. One edit is
+    // still pending in it; the device uploads it after the backup.
+    edit_text(a.doc(doc_id).doc_mut(), "findings", TextEdit::Append, "已上传。").unwrap();
+    a.doc(doc_id).doc_mut().commit();
+    let backup = (a.doc(doc_id).save(), a.doc(doc_id).synced_heads().to_vec(), a.cursor);
+    a.sync(&mut server);
+
+    // After the backup the officer writes more and syncs; so does a colleague.
+    edit_text(a.doc(doc_id).doc_mut(), "findings", TextEdit::Append, "备份后 🚒。").unwrap();
+    set_field(a.doc(doc_id).doc_mut(), "outcome", "rectification_order").unwrap();
+    a.doc(doc_id).doc_mut().commit();
+    a.sync(&mut server);
+    edit_text(b.doc(doc_id).doc_mut(), "findings", TextEdit::Prepend, "乙：").unwrap();
+    b.doc(doc_id).doc_mut().commit();
+    b.sync(&mut server);
+
+    // The phone dies; the replica comes back from the backup, and the officer edits offline.
+    let (bytes, synced, cursor) = backup;
+    let restored = DeviceDoc::load(doc_id, &bytes, synced, &a.actor).expect("load");
+    a.docs.insert(doc_id, restored);
+    a.cursor = cursor;
+    edit_text(a.doc(doc_id).doc_mut(), "findings", TextEdit::Append, "恢复后。").unwrap();
+    set_field(a.doc(doc_id).doc_mut(), "site.name", "五金店（新址）").unwrap();
+    a.doc(doc_id).doc_mut().commit();
+
+    let round = SyncRound::plan(a.cursor, a.docs.values_mut());
+    let refusal = server.try_handle(round.request()).expect_err("the old actor is spent");
+    let old_actor = a.actor.to_hex_string();
+    assert!(
+        matches!(&refusal, MergeError::DuplicateSeq { actor, .. } if *actor == old_actor),
+        "{refusal:?}"
+    );
+
+    // Recovery: a new actor; what the server stores of the pending changes is acknowledged,
+    // the rest is re-forked and kept.
+    a.actor = ActorId::from([11; 16]);
+    let stored: HashSet<ChangeHash> =
+        server.docs[&doc_id].get_changes(&[]).iter().map(automerge::Change::hash).collect();
+    assert_eq!(a.doc(doc_id).acknowledge_stored(&stored), 1, "the edit uploaded after the backup");
+    let before = a.doc(doc_id).view().record;
+    let new_actor = a.actor.clone();
+    let refused = a.doc(doc_id).refork(&new_actor).expect("refork");
+    assert_eq!(refused.len(), 1);
+    assert_eq!(a.doc(doc_id).view().record, before);
+
+    a.sync(&mut server);
+    b.sync(&mut server);
+    a.sync(&mut server);
+    let view = server.view(doc_id);
+    assert_eq!(a.doc(doc_id).view(), view);
+    assert_eq!(b.doc(doc_id).view(), view);
+    // Both appends were made at the same place concurrently; their order is the merge's.
+    let findings = view.record["findings"].as_str().expect("text");
+    assert!(findings.starts_with("乙：备份前。已上传。"), "{findings}");
+    assert!(findings.contains("备份后 🚒。") && findings.contains("恢复后。"), "{findings}");
+    assert_eq!(findings.matches("已上传").count(), 1, "nothing replayed twice: {findings}");
+    assert_eq!(view.record["outcome"], "rectification_order");
+    assert_eq!(view.record["site"]["name"], "五金店（新址）");
+    assert!(!a.doc(doc_id).has_pending());
+    // The refused change itself never reaches the server; its edits did, by the new actor.
+    assert!(server.docs[&doc_id].get_change_meta_by_hash(&refused[0].hash()).is_none());
 }
 
 /// One step of a random edit program.

@@ -8,8 +8,9 @@
 //! the touched documents and the new cursor in one transaction, so an interrupted sync resumes
 //! from the last acknowledged state and re-sends, harmlessly, whatever was not acknowledged.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
+use automerge::transaction::CommitOptions;
 use automerge::{ActorId, AutoCommit, Change, ChangeHash, ReadDoc, TextEncoding};
 use automerge::{LoadOptions, OnPartialLoad, VerificationMode};
 
@@ -18,6 +19,7 @@ use crate::ids::DocumentId;
 use crate::merge::heads_after;
 use crate::protocol::{DocOutcome, DocUpload, Hash, SyncRequest, SyncResponse};
 use crate::records::{RecordKind, new_document};
+use crate::refork::replay_patches;
 use crate::view::DocumentView;
 
 /// One record document on a device.
@@ -107,6 +109,56 @@ impl DeviceDoc {
     pub fn view(&mut self) -> DocumentView {
         let heads = self.doc.get_heads();
         DocumentView::build(self.id, &heads, &self.doc)
+    }
+
+    /// Makes the pending changes the server already stores (`stored`, hashes the server listed)
+    /// acknowledged, and returns how many joined; the others stay pending.
+    ///
+    /// The server's changes are causally closed, so the acknowledged set stays closed. A device
+    /// restored from a backup calls this before [`Self::refork`], so that edits it had
+    /// uploaded before the backup was lost are not replayed a second time.
+    pub fn acknowledge_stored(&mut self, stored: &HashSet<ChangeHash>) -> usize {
+        let held: Vec<Change> = self
+            .doc
+            .get_changes(&self.synced_heads)
+            .into_iter()
+            .filter(|change| stored.contains(&change.hash()))
+            .collect();
+        self.synced_heads = heads_after(&self.synced_heads, &held);
+        held.len()
+    }
+
+    /// Re-forks the document under `new_actor` after the server refused its pending changes
+    /// (`duplicate_seq`: the old actor's sequence numbers are taken, as after a restore from a
+    /// backup), and returns the refused changes for the caller to keep.
+    ///
+    /// The document becomes a fork at the acknowledged heads, with UTF-8 text indices (the
+    /// fork keeps the document's encoding, which [`Self::load`] and `new_document` set) and
+    /// `new_actor`; the edits of the refused changes are replayed onto it as one new change,
+    /// so the record reads exactly as before and `synced_heads` stay as they were. Edits that
+    /// were concurrent with acknowledged ones are replayed after them: a field the two wrote
+    /// differently is no longer a conflict but the refused edit's value.
+    ///
+    /// # Errors
+    /// [`ReplicaError::Corrupt`] when the acknowledged heads are not in the document or a patch
+    /// does not replay; the document is then unchanged.
+    pub fn refork(&mut self, new_actor: &ActorId) -> Result<Vec<Change>, ReplicaError> {
+        let corrupt = |err: automerge::AutomergeError| ReplicaError::Corrupt(err.to_string());
+        let old_heads = self.doc.get_heads();
+        let refused = self.doc.get_changes(&self.synced_heads);
+        let mut fork = self.doc.fork_at(&self.synced_heads).map_err(corrupt)?;
+        fork.set_actor(new_actor.clone());
+        if !refused.is_empty() {
+            let patches = self.doc.diff(&self.synced_heads, &old_heads);
+            replay_patches(&mut fork, &patches).map_err(corrupt)?;
+            // Device time is asserted, never trusted: the replay carries the latest time the
+            // refused changes asserted, and no clock is read here.
+            let time = refused.iter().map(Change::timestamp).max().unwrap_or_default();
+            let message = format!("re-authored {} refused change(s)", refused.len());
+            fork.commit_with(CommitOptions::default().with_message(message).with_time(time));
+        }
+        self.doc = fork;
+        Ok(refused)
     }
 
     /// Merges changes received from the server in one call and returns those that were new.

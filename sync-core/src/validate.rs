@@ -445,7 +445,7 @@ fn document_numbers(case_file: &CaseFile, context: &RuleContext, out: &mut Vec<F
 
 /// The decision deadline: 90 days after filing, plus recorded extensions, plus the time spent
 /// suspended.
-fn decision_due(case_file: &CaseFile) -> Option<i64> {
+pub(crate) fn decision_due(case_file: &CaseFile) -> Option<i64> {
     let filed = event_time(case_file, "file")?;
     let mut due = filed + DECISION_DAYS * DAY_MS;
     let mut suspended_since = None;

@@ -14,11 +14,12 @@ use cli::auth::Session;
 use cli::client::{ClientError, RawResponse};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
-use sync_core::protocol::CONTENT_TYPE;
+use sync_core::edit::set_field;
+use sync_core::protocol::{CONTENT_TYPE, DocOutcome, SyncRequest, SyncResponse};
 
 use crate::harness::{
-    Device, Enrolled, HandMade, TestServer, admin_post, assert_error, certificate_of,
-    document_count, fresh_nonce, history_len,
+    Device, Enrolled, HandMade, TestServer, actor_of, admin_post, assert_error, certificate_of,
+    document_count, fresh_nonce, history_len, upload,
 };
 use crate::jose::{
     ServerKeys, TestKey, b64, b64_sha256, now, part, proof_claims, random_bytes, random_jti,
@@ -78,6 +79,23 @@ impl Fixture {
     /// Uploads with `token` and a genuine proof bound to it.
     fn upload_with_token(&self, token: &str) -> RawResponse {
         self.upload_with(token, &self.proof(token))
+    }
+
+    /// `POST /v1/sync` that uploads nothing and reads the feed, with `token` and a genuine
+    /// proof bound to it.
+    fn pull_with_token(&self, token: &str) -> RawResponse {
+        let authorization = format!("DPoP {token}");
+        let proof = self.proof(token);
+        let headers = [
+            ("content-type", CONTENT_TYPE),
+            ("authorization", authorization.as_str()),
+            ("dpop", proof.as_str()),
+        ];
+        let pull = SyncRequest { cursor: 0, docs: Vec::new() }.encode();
+        self.server
+            .client()
+            .request_raw("POST", "/v1/sync", &headers, pull)
+            .expect("the server answers")
     }
 
     /// The genuine token with its header and claims bent by `edit`, re-signed by the server's
@@ -738,7 +756,8 @@ fn after_certificate_revocation_no_token_is_minted_and_a_live_token_stops_workin
     // B-16 adapted: our design has no refresh token (the device key mints access tokens on
     // `POST /v1/token`), so the "refresh" that must be refused is minting, with 403
     // certificate_revoked, and the still-unexpired access token must be refused on its next
-    // request (the registry is checked live on every request).
+    // read (the registry is checked live on every request). Uploading with it is upload-only
+    // mode, B-18 below; here it reads the feed and a document list.
     // Arrange
     let mut fixture = Fixture::new();
     let token = fixture.token();
@@ -748,7 +767,8 @@ fn after_certificate_revocation_no_token_is_minted_and_a_live_token_stops_workin
     admin_post(&mut admin, &format!("certificates/{cert_no}/revoke"));
 
     // Act
-    let sync = fixture.upload_with_token(&token);
+    let sync = fixture.pull_with_token(&token);
+    let list = fixture.list_with(&token, &fresh_nonce(&fixture.server.client()));
     let mint = fixture
         .server
         .client()
@@ -762,6 +782,7 @@ fn after_certificate_revocation_no_token_is_minted_and_a_live_token_stops_workin
 
     // Assert
     assert_refused(&sync, 403, "certificate_revoked");
+    assert_refused(&list, 403, "certificate_revoked");
     assert_refused(&mint, 403, "certificate_revoked");
     fixture.assert_nothing_stored();
 }
@@ -779,8 +800,9 @@ fn a_suspended_certificate_is_refused_and_after_reinstatement_older_tokens_are_t
     let cert_no = certificate_of(&mut admin, &officer);
     admin_post(&mut admin, &format!("certificates/{cert_no}/suspend"));
 
-    // Act + Assert: suspended.
-    let suspended = fixture.upload_with_token(&old_token);
+    // Act + Assert: suspended; the old token reads nothing (uploading with it is upload-only
+    // mode, B-18).
+    let suspended = fixture.pull_with_token(&old_token);
     assert_refused(&suspended, 403, "certificate_suspended");
     let mint = fixture
         .server
@@ -820,46 +842,96 @@ fn a_suspended_certificate_is_refused_and_after_reinstatement_older_tokens_are_t
 }
 
 #[test]
-fn offline_edits_made_before_revocation_are_refused_when_uploaded_after_it_and_kept_on_the_device()
-{
-    // B-18: SECURITY.md §c proposes "accepted and flagged needs_review" for changes whose
-    // authoring interval straddles the revocation; docs/identity.md (the contract) checks the
-    // certificate live on every request, so the upload is refused with 403
-    // certificate_revoked, nothing is stored, and the device keeps its pending changes.
-    // Arrange
+fn offline_edits_made_before_revocation_are_accepted_for_review_and_later_ones_quarantined() {
+    // B-18 (DESIGN.md §7 item 4): the access token a device minted before its certificate was
+    // revoked still uploads (upload-only mode) but reads nothing. An edit made offline before
+    // the revocation is merged and flagged `needs_review`; an edit that builds on a change the
+    // server received after the revocation is quarantined; nothing is dropped, and the device
+    // keeps nothing pending.
+    // Arrange: the officer's device syncs a record, which leaves it an access token, and edits
+    // the record offline; a hand-made record by the same device's actor is on the server too.
     let server = TestServer::spawn_demo();
     let demo = server.demo().clone();
     let (device, enrolled) = Device::enrolled(&server, &demo.officers[0].code);
-    let created = device.json(&[
-        "inspection",
-        "new",
-        "--matter",
-        &demo.entrusted,
-        "--party-name",
-        "张三五金店",
-        "--party-id",
-        "91330100MA2KXXXX1Q",
-        "--site",
-        "镇南路 8 号仓库",
-        "--officer",
-        &demo.officers[1].officer,
-    ]);
-    let doc = created["id"].as_str().expect("the new record's id").to_owned();
+    let doc = device.new_inspection(&demo.entrusted, &demo.officers[1].officer);
+    assert_eq!(device.json(&["sync"])["uploaded"], 1);
+    let mut hand_made =
+        HandMade::inspection(&actor_of(&enrolled), &demo.officers[0].township, &demo.entrusted);
+    let mut device_session = device.session();
+    let created = upload(&mut device_session, hand_made.upload(&[]));
+    assert_eq!(created.status, 200, "{}", String::from_utf8_lossy(&created.body));
     device.json(&["edit", &doc, "--append", "findings=消防通道被堵塞。"]);
     let mut admin = server.admin();
     let cert_no = certificate_of(&mut admin, enrolled["officer"].as_str().unwrap());
     admin_post(&mut admin, &format!("certificates/{cert_no}/revoke"));
+    // A colleague edits the hand-made record after the revocation; the change reaches the
+    // revoked device's copy (as only a tampered device or a copied change could), which
+    // builds on it.
+    let mut colleague = server.enroll(&demo.officers[1].code);
+    let base = hand_made.heads();
+    let mut colleague_copy = hand_made.fork_as(&colleague.actor());
+    set_field(&mut colleague_copy.doc, "site.name", "五金店（东门）").expect("a field");
+    colleague_copy.doc.commit();
+    let colleague_edit = upload(&mut colleague.session, colleague_copy.upload(&base));
+    assert_eq!(colleague_edit.status, 200);
+    hand_made.doc.merge(&mut colleague_copy.doc).expect("merging the colleague's edit");
+    let after_colleague = hand_made.heads();
+    set_field(&mut hand_made.doc, "outcome", "case_lead").expect("a field");
+    hand_made.doc.commit();
+    let late_edit = hand_made.heads()[0];
 
-    // Act
-    let code = device.error_code(&["sync"]);
+    // Act: both uploads with the token the device still holds.
+    let late = upload(&mut device_session, hand_made.upload(&after_colleague));
+    let synced = device.json(&["sync"]);
 
-    // Assert
-    assert_eq!(code, "certificate_revoked");
-    let mut supervisor = server.supervisor();
-    assert_eq!(document_count(&mut supervisor), 0);
+    // Assert: the edit made before the revocation is stored and flagged for the supervisor.
+    assert_eq!(synced["uploaded"], 1, "{synced}");
     let status = device.json(&["status"]);
-    assert_eq!(status["pending_documents"], 1, "none dropped: {status}");
-    assert_eq!(device.json(&["show", &doc])["record"]["findings"], "消防通道被堵塞。");
+    assert_eq!(status["pending_documents"], 0, "nothing pending: {status}");
+    let mut supervisor = server.supervisor();
+    assert_eq!(history_len(&mut supervisor, &doc), 2);
+    let view = supervisor.get_json(&format!("/v1/review/{doc}")).expect("the review view");
+    assert_eq!(view["record"]["findings"], "消防通道被堵塞。");
+    let flags = view["review_flags"].as_array().expect("review_flags");
+    let flag = flags.iter().find(|flag| flag["code"] == "needs_review");
+    let detail = flag.and_then(|flag| flag["detail"].as_str()).unwrap_or_default();
+    assert!(detail.contains(&cert_no), "a needs_review flag naming {cert_no}: {view}");
+    let findings = view["findings"].as_array().expect("findings");
+    assert!(findings.iter().any(|finding| finding["code"] == "needs_review"), "{view}");
+    let queue = supervisor.get_json("/v1/review/queue").expect("the queue");
+    let item = queue.as_array().expect("a list").iter().find(|item| item["id"] == doc.as_str());
+    let codes = item.map(|item| item["findings"].clone()).unwrap_or_default();
+    assert!(codes.as_array().is_some_and(|codes| codes.contains(&json!("needs_review"))));
+    // The edit after the colleague's change is quarantined: not merged, shown, delivered.
+    assert_eq!(late.status, 200, "{}", String::from_utf8_lossy(&late.body));
+    let answer = SyncResponse::decode(&late.body).expect("a sync answer");
+    assert!(answer.updates.is_empty(), "upload-only gets no feed");
+    match &answer.results[0].outcome {
+        DocOutcome::Rejected { code, quarantined, .. } => {
+            assert_eq!((code.as_str(), *quarantined), ("certificate_revoked", true));
+        }
+        other => panic!("expected a quarantine, got {other:?}"),
+    }
+    let id = hand_made.id.to_string();
+    assert_eq!(history_len(&mut supervisor, &id), 2, "the late edit is not merged");
+    let view = supervisor.get_json(&format!("/v1/review/{id}")).expect("the review view");
+    assert_eq!(view["record"]["outcome"], "none");
+    let quarantined = view["quarantined"].as_array().expect("quarantined");
+    assert!(
+        quarantined.iter().any(|change| change["hash"] == late_edit.to_string().as_str()
+            && change["officer"] == enrolled["officer"]),
+        "{view}"
+    );
+    // Reading and minting stay refused.
+    assert_eq!(device.error_code(&["sync"]), "certificate_revoked");
+    let nonce = fresh_nonce(device_session.client());
+    let htu = device_session.client().url("/v1/token");
+    let proof = device_session.key().proof("POST", &htu, None, Some(&nonce));
+    let mint = server
+        .client()
+        .request_raw("POST", "/v1/token", &[("dpop", &proof)], Vec::new())
+        .expect("the server answers");
+    assert_refused(&mint, 403, "certificate_revoked");
 }
 
 #[test]

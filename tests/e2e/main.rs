@@ -9,6 +9,7 @@ mod crash;
 mod errors;
 mod harness;
 mod jose;
+mod public;
 mod restore;
 mod resync;
 mod review;

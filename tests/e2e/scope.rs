@@ -321,13 +321,17 @@ fn revoking_a_certificate_with_the_admin_tool_takes_effect_on_the_next_request_a
 
     // Act
     admin.json(&["admin", "cert", "revoke", &cert_no]);
+    let upload_only = officer.json(&["sync"]);
     let code = officer.error_code(&["sync"]);
 
-    // Assert
+    // Assert: the edit made before the revocation goes up with the token the device still
+    // holds (upload-only mode, SECURITY.md B-18) and waits for review; the next sync, which
+    // only reads, is refused.
+    assert_eq!(upload_only["uploaded"], 1, "{upload_only}");
     assert_eq!(code, "certificate_revoked");
     let mut supervisor = server.supervisor();
-    assert_eq!(history_len(&mut supervisor, &doc), 1, "the edit after revocation is not stored");
-    assert_eq!(officer.json(&["status"])["pending_documents"], 1);
+    assert_eq!(history_len(&mut supervisor, &doc), 2, "the edit is stored, flagged for review");
+    assert_eq!(officer.json(&["status"])["pending_documents"], 0);
     let mut admin_session = admin.session();
     let entries = audit(&mut admin_session);
     let entry = entries

@@ -20,7 +20,7 @@ pub mod blobs;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::fs;
@@ -29,8 +29,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
-use automerge::ROOT;
 use automerge::transaction::CommitOptions;
+use automerge::{ActorId, ChangeHash, ROOT};
 use clap::{ArgGroup, Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -47,7 +47,7 @@ use sync_core::scope::{Action, MasterData};
 use sync_core::view::DocumentView;
 
 use crate::auth::Session;
-use crate::client::Client;
+use crate::client::{Client, ClientError, paths};
 use crate::commands::device::blobs::{BlobFailure, upload_blobs};
 use crate::commands::{CommandError, Output, Settings};
 use crate::replica_store::{Enrollment, ReplicaStore, is_sha256_hex};
@@ -266,6 +266,9 @@ pub struct SyncReport {
     pub blob_bytes_up: u64,
     /// Evidence blobs that could not be uploaded; they stay pending, and `ok` is false.
     pub blob_errors: Vec<BlobFailure>,
+    /// Documents re-forked under a new actor after the server refused the old actor's
+    /// sequence numbers (`duplicate_seq`: the replica was restored from a backup).
+    pub reforked: Vec<String>,
 }
 
 /// One refused document upload.
@@ -648,6 +651,8 @@ pub fn status(settings: &Settings) -> Result<Output> {
         documents: u64,
         pending_documents: u64,
         pending_blobs: u64,
+        // Changes the server refused, kept in the replica's append-only `refused_changes`.
+        refused_changes: u64,
         server: String,
         home: String,
         // Records a supervisor returned for correction, with their comments (docs/review.md).
@@ -676,6 +681,7 @@ pub fn status(settings: &Settings) -> Result<Output> {
         documents: counts.documents,
         pending_documents: counts.pending_documents,
         pending_blobs: counts.pending_blobs,
+        refused_changes: store.refused_count()?,
         server: settings.server.clone(),
         home: store.home().display().to_string(),
         returned,
@@ -690,7 +696,8 @@ pub fn status(settings: &Settings) -> Result<Output> {
     };
     let text = format!(
         "{identity}actor      {}\nserver     {}\nhome       {}\ncursor     {}\nlast sync  {last_sync}\n\
-         documents  {} ({} with changes to sync)\nblobs      {} waiting for upload",
+         documents  {} ({} with changes to sync)\nblobs      {} waiting for upload\n\
+         refused_changes: {}",
         status.actor,
         status.server,
         status.home,
@@ -698,6 +705,7 @@ pub fn status(settings: &Settings) -> Result<Output> {
         status.documents,
         status.pending_documents,
         status.pending_blobs,
+        status.refused_changes,
     );
     let mut text = text;
     for record in &status.returned {
@@ -791,6 +799,13 @@ pub fn sync(settings: &Settings) -> Result<Output> {
             failure.sha256, failure.message, failure.code
         );
     }
+    for doc_id in &report.reforked {
+        let _ = write!(
+            text,
+            "\nre-forked {doc_id} under a new actor: the server held this device's old actor's \
+             changes from after its backup; the refused changes are kept"
+        );
+    }
     for rejection in &report.rejected {
         let _ = write!(
             text,
@@ -816,8 +831,9 @@ pub fn sync_replica(
     session: &mut Session,
     mut on_round: impl FnMut(&SyncReport),
 ) -> Result<SyncReport> {
-    let actor = store.actor().clone();
+    let mut actor = store.actor().clone();
     let mut report = SyncReport { cursor: store.cursor()?, ..SyncReport::default() };
+    let mut reforked = false;
     let mut refused = BTreeSet::new();
     // Rounds in a row that asked for more without advancing the cursor. One is legitimate: a
     // `Resync` (heads the server does not hold, as after changes it quarantined) leaves the
@@ -831,9 +847,25 @@ pub fn sync_replica(
             .map(|device_doc| (device_doc.id(), device_doc))
             .collect();
         let round = SyncRound::plan(report.cursor, docs.values_mut());
-        let (response, traffic) = session
-            .sync(round.request())
-            .with_context(|| format!("syncing with {}", session.client().server_url()))?;
+        let (response, traffic) = match session.sync(round.request()) {
+            // The server holds this device's own actor's sequence numbers with other content:
+            // the replica was restored from a backup. Once per sync: take a new actor, re-fork
+            // what is pending, keep the refused changes, and retry.
+            Err(ClientError::Api { code, actor: Some(spent), .. })
+                if code == DUPLICATE_SEQ && spent == actor.to_hex_string() && !reforked =>
+            {
+                reforked = true;
+                let (new_actor, doc_ids, requests) = refork_replica(store, session)?;
+                // The refused sync, the new actor and one history read per pending document.
+                report.requests += 1 + requests;
+                actor = new_actor;
+                report.reforked.extend(doc_ids.iter().map(ToString::to_string));
+                continue;
+            }
+            other => {
+                other.with_context(|| format!("syncing with {}", session.client().server_url()))?
+            }
+        };
         report.requests += 1;
         report.bytes_up += traffic.bytes_up;
         report.bytes_down += traffic.bytes_down;
@@ -875,6 +907,82 @@ pub fn sync_replica(
     }
     report.ok = report.rejected.is_empty();
     Ok(report)
+}
+
+/// The code of a refused upload whose (actor, seq) the server already holds.
+const DUPLICATE_SEQ: &str = "duplicate_seq";
+
+/// Recovers a replica restored from a backup after the server refused its own actor's changes
+/// as `duplicate_seq`: asks for a new actor (`POST /v1/actors`), marks as acknowledged the
+/// pending changes the server already stores (its history of the document), re-forks every
+/// pending document under the new actor and stores the new actor, the refused changes and the
+/// documents in one transaction. Returns the new actor, the documents that had refused
+/// changes and the number of requests made.
+fn refork_replica(
+    store: &mut ReplicaStore,
+    session: &mut Session,
+) -> Result<(ActorId, Vec<DocumentId>, u64)> {
+    let answer = session
+        .post_json(paths::ACTORS, &json!({}))
+        .context("asking the server for a new actor after duplicate_seq")?;
+    let new_actor = answer["actor"]
+        .as_str()
+        .and_then(|text| hex::decode(text).ok())
+        .filter(|bytes| bytes.len() == 16)
+        .map(ActorId::from)
+        .ok_or_else(|| {
+            CommandError::new("invalid_response", "the server's new actor is not 32 hex digits")
+        })?;
+    let mut docs = store.load_pending()?;
+    let mut refused = Vec::with_capacity(docs.len());
+    for device_doc in &mut docs {
+        let stored = stored_hashes(session, device_doc.id())?;
+        device_doc.acknowledge_stored(&stored);
+        let doc_id = device_doc.id();
+        refused.push(
+            device_doc
+                .refork(&new_actor)
+                .with_context(|| format!("re-forking document {doc_id} under a new actor"))?,
+        );
+    }
+    let reforked = docs
+        .iter()
+        .zip(&refused)
+        .filter(|(_, changes)| !changes.is_empty())
+        .map(|(device_doc, _)| device_doc.id())
+        .collect();
+    store
+        .store_refork(
+            &new_actor,
+            docs.iter_mut().zip(refused.iter().map(Vec::as_slice)),
+            DUPLICATE_SEQ,
+            now_ms(),
+        )
+        .context("storing the re-forked documents")?;
+    Ok((new_actor, reforked, 1 + docs.len() as u64))
+}
+
+/// The hashes of every change of the document the server stores; none when it holds none.
+fn stored_hashes(session: &mut Session, doc_id: DocumentId) -> Result<HashSet<ChangeHash>> {
+    let history = match session.get_json(&paths::history(doc_id)) {
+        Ok(history) => history,
+        Err(ClientError::Api { status: 404, .. }) => return Ok(HashSet::new()),
+        Err(error) => {
+            return Err(error).with_context(|| format!("reading the history of {doc_id}"));
+        }
+    };
+    let invalid = || CommandError::new("invalid_response", "the document history is malformed");
+    history
+        .as_array()
+        .ok_or_else(invalid)?
+        .iter()
+        .map(|entry| {
+            entry["hash"]
+                .as_str()
+                .and_then(|hash| hash.parse::<ChangeHash>().ok())
+                .ok_or_else(|| invalid().into())
+        })
+        .collect()
 }
 
 /// Opens the replica under `--home`.

@@ -206,3 +206,40 @@ fn enrollment_replaces_the_actor_and_stores_identity_and_master_data() {
     let mut loaded = store.load(device_doc.id()).unwrap();
     assert!(loaded.pending().iter().all(|change| change.actor_id() == store.actor()));
 }
+
+#[test]
+fn a_refork_stores_the_new_actor_and_keeps_the_refused_changes_append_only() {
+    let home = tempfile::tempdir().unwrap();
+    let mut store = ReplicaStore::open(home.path()).unwrap();
+    let mut device_doc = inspection(&store, 4);
+    let doc_id = device_doc.id();
+    edit_text(device_doc.doc_mut(), "findings", TextEdit::Append, "恢复后 é").unwrap();
+    device_doc.doc_mut().commit();
+    let before = device_doc.view().record;
+    let new_actor = ActorId::from([9u8; 16]);
+    let refused = device_doc.refork(&new_actor).unwrap();
+    assert_eq!(refused.len(), 2);
+    store
+        .store_refork(&new_actor, [(&mut device_doc, refused.as_slice())], "duplicate_seq", 7)
+        .unwrap();
+    assert_eq!(store.actor(), &new_actor);
+    assert_eq!(store.refused_count().unwrap(), 2);
+    assert!(store.db.execute("DELETE FROM refused_changes", []).is_err(), "append-only");
+    assert!(store.db.execute("UPDATE refused_changes SET reason = 'x'", []).is_err());
+    drop(store);
+
+    let store = ReplicaStore::open(home.path()).unwrap();
+    assert_eq!(store.actor(), &new_actor, "the new actor survives a reopen");
+    assert_eq!(store.refused_count().unwrap(), 2);
+    let mut loaded = store.load(doc_id).unwrap();
+    assert_eq!(loaded.view().record, before);
+    assert!(loaded.pending().iter().all(|change| change.actor_id() == &new_actor));
+    let (bytes, reason): (Vec<u8>, String) = store
+        .db
+        .query_row("SELECT bytes, reason FROM refused_changes ORDER BY rowid LIMIT 1", [], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
+        .unwrap();
+    assert_eq!(Change::try_from(bytes.as_slice()).unwrap().hash(), refused[0].hash());
+    assert_eq!(reason, "duplicate_seq");
+}

@@ -19,6 +19,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sync_core::ids::DocumentId;
 use sync_core::records::Record;
+use sync_core::validate::{Finding, Severity};
 use sync_core::view::DocumentView;
 
 use crate::auth::{Caller, now_millis};
@@ -27,6 +28,7 @@ use crate::registry::Role;
 use crate::routes::run_blocking;
 use crate::state::AppState;
 use crate::store::review::{self, APPROVED, Comment, Grant, PENDING, QueueFilter, RETURNED};
+use crate::store::review_flags::{self, CLOCK_SUSPECT, NEEDS_REVIEW, ReviewFlag};
 use crate::store::{Attribution, Store, StoreError, changes, findings, quarantine};
 
 /// The review routes.
@@ -235,7 +237,7 @@ fn review_view(store: &Store, doc_id: DocumentId) -> Result<Value, ApiError> {
         .iter()
         .flat_map(|conflict| conflict.values.iter().map(|value| value.actor.clone()))
         .collect();
-    let (registry_findings, history, quarantined, owners) = store.read(|tx| {
+    let (registry_findings, history, quarantined, owners, flags) = store.read(|tx| {
         let registry_findings = match &record {
             Some(record) => Some(findings::registry_findings(tx, record, now)?),
             None => None,
@@ -256,11 +258,13 @@ fn review_view(store: &Store, doc_id: DocumentId) -> Result<Value, ApiError> {
             changes::history(tx, doc_id)?,
             quarantine::list(tx, doc_id)?,
             owners,
+            review_flags::list(tx, doc_id)?,
         ))
     })?;
     if let Some(registry_findings) = registry_findings {
         view.findings = registry_findings;
     }
+    view.findings.extend(flag_findings(&flags));
     let mut json = serde_json::to_value(&view)
         .map_err(|err| ApiError::Internal(anyhow::Error::new(err).context("serialising a view")))?;
     if let Some(conflicts) = json["conflicts"].as_array_mut() {
@@ -301,8 +305,57 @@ fn review_view(store: &Store, doc_id: DocumentId) -> Result<Value, ApiError> {
             })
         })
         .collect();
+    json["review_flags"] = flags
+        .into_iter()
+        .map(|flag| {
+            json!({
+                "hash": flag.hash.to_string(),
+                "code": flag.code,
+                "detail": flag.detail,
+                "created_at": flag.created_at,
+            })
+        })
+        .collect();
     json["review"] = review::review_json(&doc);
     Ok(json)
+}
+
+/// One finding per flag code of the record's changes, naming how many changes carry it; the
+/// changes and the reasons are in the view's `review_flags`.
+fn flag_findings(flags: &[ReviewFlag]) -> Vec<Finding> {
+    let count = |code: &str| flags.iter().filter(|flag| flag.code == code).count();
+    let mut found = Vec::new();
+    let needs_review = count(NEEDS_REVIEW);
+    if needs_review > 0 {
+        found.push(Finding {
+            code: NEEDS_REVIEW,
+            severity: Severity::Warning,
+            path: String::new(),
+            message: format!(
+                "{needs_review} change(s) were uploaded after the officer's certificate was \
+                 withdrawn and may have been made before it; confirm them"
+            ),
+            message_zh: format!(
+                "{needs_review} 项修改在执法证被吊销或暂停后上传，可能形成于此之前，请核实"
+            ),
+        });
+    }
+    let clock_suspect = count(CLOCK_SUSPECT);
+    if clock_suspect > 0 {
+        found.push(Finding {
+            code: CLOCK_SUSPECT,
+            severity: Severity::Info,
+            path: String::new(),
+            message: format!(
+                "{clock_suspect} change(s) carry a device time outside what the server's receipts \
+                 allow; the device clock may be wrong"
+            ),
+            message_zh: format!(
+                "{clock_suspect} 项修改的设备时间与服务器接收时间不符，设备时钟可能有误"
+            ),
+        });
+    }
+    found
 }
 
 fn parse_document_id(id: Result<Path<String>, PathRejection>) -> Result<DocumentId, ApiError> {

@@ -15,7 +15,18 @@
 //! docs/sync.md: a request with an `Idempotency-Key` stores its answer in the same writer job
 //! as its changes, and a retry of the same body gets that answer byte for byte; the answer
 //! lists in `evict` the documents the device holds but may no longer see.
+//!
+//! Upload-only mode (DESIGN.md §7 item 4, SECURITY.md B-18): an officer whose certificate was
+//! suspended or revoked after the access token was minted may still upload, and gets no feed.
+//! A new document goes to quarantine; the changes to an existing one are judged by their
+//! causal lower bound (`causal`): made no later than the withdrawal as far as the server can
+//! tell → merged and flagged `needs_review`, building on a change received after it →
+//! quarantined. Any merged change whose device time lies outside its causal bounds is flagged
+//! `clock_suspect` (B-38).
 
+mod causal;
+
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 
 use automerge::{ActorId, Automerge, ChangeHash};
@@ -28,23 +39,25 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use sha2::{Digest, Sha256};
 use sync_core::ids::DocumentId;
-use sync_core::merge::{UploadLimits, parse_changes_within};
+use sync_core::merge::{UploadLimits, causal_not_before, parse_changes_within};
 use sync_core::protocol::{CONTENT_TYPE, DocOutcome, DocResult, SyncRequest, SyncResponse};
 use sync_core::records::Procedure;
 use sync_core::records::Record;
 use sync_core::replica::hashes_from_wire;
 use sync_core::scope::{Action, ScopeItem};
 
-use crate::auth::{Caller, now_millis};
+use crate::auth::{Caller, SyncCaller, now_millis};
 use crate::error::ApiError;
-use crate::registry::Role;
+use crate::registry::{CertificateStatus, Role};
 use crate::routes::run_blocking;
+use crate::routes::sync::causal::{UploadOnly, Verdict};
 use crate::state::AppState;
+use crate::store::changes::Feed;
 use crate::store::idempotency::{self, StoredAnswer};
 use crate::store::{
     Attribution, DocumentUpload, Refusal, Store, StoreError, StoredScope, UploadPolicy,
     WriteContext, changes, device_documents, devices, documents, merge_uploads_in, quarantine,
-    registry, review,
+    registry, review, review_flags,
 };
 
 /// 8 MiB: the largest sync body accepted, checked before any parsing (SECURITY.md B-25).
@@ -73,7 +86,7 @@ pub(crate) fn router() -> Router<AppState> {
 /// the answer stored for a retried idempotency key.
 async fn upload_changes(
     State(state): State<AppState>,
-    caller: Caller,
+    SyncCaller(caller): SyncCaller,
     request: Request,
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(request.headers())?;
@@ -156,7 +169,25 @@ struct SyncRound {
     uploaded: HashSet<ChangeHash>,
     // `Some` exactly when the request carries changes.
     policy: Option<SyncPolicy>,
+    // Upload-only mode: no feed, and every new change judged against the withdrawal.
+    upload_only: Option<UploadOnly>,
     received_at: i64,
+}
+
+/// A `needs_review` flag to raise once its change is merged.
+struct PendingFlag {
+    doc_id: DocumentId,
+    hash: ChangeHash,
+    detail: String,
+}
+
+/// An uploaded change whose device time is far from its receipt, to judge once merged.
+struct ClockCandidate {
+    doc_id: DocumentId,
+    hash: ChangeHash,
+    actor: Vec<u8>,
+    // Seconds, as the device stamped it.
+    timestamp: i64,
 }
 
 /// Answers a stored key, or decodes, parses and authorizes one request; runs on a blocking
@@ -205,6 +236,10 @@ fn prepare(
         uploads.push(DocumentUpload { doc_id: doc_upload.doc_id, changes });
         base_heads.insert(doc_upload.doc_id, hashes_from_wire(&doc_upload.base_heads));
     }
+    let upload_only = match caller.upload_only {
+        Some(withdrawn_at) => Some(upload_only_mode(&caller, withdrawn_at, uploaded.is_empty())?),
+        None => None,
+    };
     let policy = if uploaded.is_empty() {
         None
     } else {
@@ -240,8 +275,33 @@ fn prepare(
         base_heads,
         uploaded,
         policy,
+        upload_only,
         received_at,
     })))
+}
+
+/// Upload-only mode for a caller whose certificate was withdrawn at `withdrawn_at`; a request
+/// with nothing to upload reads the feed, which such a caller may not, and gets the
+/// certificate's refusal.
+fn upload_only_mode(
+    caller: &Caller,
+    withdrawn_at: i64,
+    pull_only: bool,
+) -> Result<UploadOnly, ApiError> {
+    let certificate = caller.certificate.as_ref().ok_or_else(|| {
+        ApiError::Internal(anyhow::anyhow!("an upload-only caller without a certificate"))
+    })?;
+    let cert_no = certificate.cert_no.clone();
+    let (code, refusal) = match certificate.status {
+        CertificateStatus::Suspended => {
+            ("certificate_suspended", ApiError::CertificateSuspended(cert_no.clone()))
+        }
+        _ => ("certificate_revoked", ApiError::CertificateRevoked(cert_no.clone())),
+    };
+    if pull_only {
+        return Err(refusal);
+    }
+    Ok(UploadOnly { withdrawn_at, code, cert_no })
 }
 
 impl SyncRound {
@@ -359,6 +419,175 @@ impl SyncRound {
         Ok((kept, sealed))
     }
 
+    /// In upload-only mode, splits off the uploads to quarantine: a document the upload
+    /// creates, or one whose new changes build on a change the server received after the
+    /// withdrawal (or on changes already in quarantine). Returns the kept uploads, the
+    /// quarantined documents with their reasons, and the `needs_review` flags (document, change,
+    /// lower bound) to raise once the kept uploads are merged. The checks a merge makes (actors,
+    /// scope of an existing document) run first, so a refused upload is refused as always.
+    #[allow(clippy::type_complexity)]
+    fn judge_withdrawn(
+        &self,
+        uploads: Vec<DocumentUpload>,
+        connection: &rusqlite::Connection,
+    ) -> Result<
+        (Vec<DocumentUpload>, Vec<(DocumentId, Vec<automerge::Change>, String)>, Vec<PendingFlag>),
+        StoreError,
+    > {
+        let (Some(policy), Some(upload_only)) = (&self.policy, &self.upload_only) else {
+            return Ok((uploads, Vec::new(), Vec::new()));
+        };
+        let mut kept = Vec::with_capacity(uploads.len());
+        let mut withdrawn = Vec::new();
+        let mut flags = Vec::new();
+        for upload in uploads {
+            let mut new_changes: Vec<automerge::Change> = Vec::new();
+            let mut seen = HashSet::new();
+            for change in &upload.changes {
+                let hash = change.hash();
+                if seen.insert(hash) && !changes::is_stored(connection, upload.doc_id, &hash)? {
+                    new_changes.push(change.clone());
+                }
+            }
+            if new_changes.is_empty() {
+                kept.push(upload);
+                continue;
+            }
+            for change in &new_changes {
+                policy.check_actor(change.actor_id())?;
+            }
+            let Some(stored) = documents::stored_scope(connection, upload.doc_id)? else {
+                withdrawn.push((upload.doc_id, new_changes, upload_only.created_reason()));
+                continue;
+            };
+            policy.check_existing(upload.doc_id, &stored)?;
+            let facts = changes::causal_facts(connection, upload.doc_id)?;
+            let mut follows_quarantine = false;
+            for dep in new_changes.iter().flat_map(|change| change.deps()) {
+                if !facts.contains_key(dep)
+                    && !seen.contains(dep)
+                    && quarantine::holds(connection, upload.doc_id, dep)?
+                {
+                    follows_quarantine = true;
+                    break;
+                }
+            }
+            if follows_quarantine {
+                withdrawn.push((
+                    upload.doc_id,
+                    new_changes,
+                    upload_only.follows_quarantine_reason(),
+                ));
+                continue;
+            }
+            let verdict = causal::judge(
+                &new_changes,
+                &facts,
+                &self.device,
+                self.received_at,
+                upload_only.withdrawn_at,
+            );
+            match verdict {
+                Verdict::Accept(bounds) => {
+                    flags.extend(bounds.into_iter().map(|(hash, not_before)| PendingFlag {
+                        doc_id: upload.doc_id,
+                        hash,
+                        detail: upload_only.review_detail(not_before, self.received_at),
+                    }));
+                    kept.push(upload);
+                }
+                Verdict::Late(not_before) => {
+                    withdrawn.push((
+                        upload.doc_id,
+                        new_changes,
+                        upload_only.late_reason(not_before),
+                    ));
+                }
+            }
+        }
+        Ok((kept, withdrawn, flags))
+    }
+
+    /// The uploaded changes, not stored yet, whose device time may lie outside their bounds
+    /// (more than 10 minutes away from the receipt): the candidates for `clock_suspect`,
+    /// judged once merged. Changes stamped near the receipt cost nothing.
+    fn clock_candidates(
+        &self,
+        uploads: &[DocumentUpload],
+        connection: &rusqlite::Connection,
+    ) -> Result<Vec<ClockCandidate>, StoreError> {
+        let near = (self.received_at - causal::CLOCK_TOLERANCE_MS)
+            ..=(self.received_at + causal::CLOCK_TOLERANCE_MS);
+        let mut candidates = Vec::new();
+        for upload in uploads {
+            for change in &upload.changes {
+                let timestamp = change.timestamp();
+                if near.contains(&timestamp.saturating_mul(1000)) {
+                    continue;
+                }
+                let hash = change.hash();
+                if !changes::is_stored(connection, upload.doc_id, &hash)? {
+                    candidates.push(ClockCandidate {
+                        doc_id: upload.doc_id,
+                        hash,
+                        actor: change.actor_id().to_bytes().to_vec(),
+                        timestamp,
+                    });
+                }
+            }
+        }
+        Ok(candidates)
+    }
+
+    /// Flags the merged candidates whose device time lies outside their bounds, now that the
+    /// change log holds them with their receipt. The lower bound is the causal one, or the
+    /// registration of the change's actor when that is later: a device cannot write with an
+    /// actor before the server allocated it.
+    fn flag_suspect_clocks(
+        &self,
+        candidates: Vec<ClockCandidate>,
+        connection: &rusqlite::Connection,
+    ) -> Result<(), StoreError> {
+        let mut facts = HashMap::new();
+        let mut registered: HashMap<Vec<u8>, Option<i64>> = HashMap::new();
+        for candidate in candidates {
+            let stored = match facts.entry(candidate.doc_id) {
+                Entry::Occupied(entry) => entry.into_mut(),
+                Entry::Vacant(entry) => {
+                    entry.insert(changes::causal_facts(connection, candidate.doc_id)?)
+                }
+            };
+            let stored = &*stored;
+            // A candidate the merge did not store (a duplicate within the upload) has no facts.
+            let Some(received) = stored.get(&candidate.hash) else { continue };
+            let registered_at = match registered.entry(candidate.actor) {
+                Entry::Occupied(entry) => *entry.get(),
+                Entry::Vacant(entry) => {
+                    let at = review::actor_registered_at(connection, entry.key())?;
+                    *entry.insert(at)
+                }
+            }
+            .unwrap_or(i64::MIN);
+            let lower_bound = || {
+                causal_not_before(&received.deps, &self.device, |dep| stored.get(dep).cloned())
+                    .max(registered_at)
+            };
+            let suspect =
+                causal::clock_suspect(candidate.timestamp, received.received_at, lower_bound);
+            if let Some(detail) = suspect {
+                review_flags::insert(
+                    connection,
+                    candidate.doc_id,
+                    &candidate.hash,
+                    review_flags::CLOCK_SUSPECT,
+                    &detail,
+                    self.received_at,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
     /// Merges, reads the feed, records what the device holds, lists what it must evict and
     /// stores the answer under the key, all in the job's savepoint: the answer exists only if
     /// everything it acknowledges committed.
@@ -373,11 +602,25 @@ impl SyncRound {
         let (uploads, resync) = self.split_unknown_heads(uploads, context.connection())?;
         let (uploads, mut quarantined) = self.quarantine_moved(uploads, context.connection())?;
         let (uploads, mut sealed) = self.quarantine_sealed(uploads, context.connection())?;
+        let (uploads, mut withdrawn, review) =
+            self.judge_withdrawn(uploads, context.connection())?;
+        let clock_candidates = self.clock_candidates(&uploads, context.connection())?;
         let merged = match &self.policy {
             Some(policy) => merge_uploads_in(context, uploads, self.received_at, policy)?,
             None => Vec::new(),
         };
         let connection = context.connection();
+        for flag in &review {
+            review_flags::insert(
+                connection,
+                flag.doc_id,
+                &flag.hash,
+                review_flags::NEEDS_REVIEW,
+                &flag.detail,
+                self.received_at,
+            )?;
+        }
+        self.flag_suspect_clocks(clock_candidates, connection)?;
         if let Some(policy) = &self.policy {
             for (doc_id, changes) in &mut quarantined {
                 quarantine::insert(
@@ -399,21 +642,37 @@ impl SyncRound {
                     self.received_at,
                 )?;
             }
+            for (doc_id, changes, reason) in &mut withdrawn {
+                quarantine::insert(
+                    connection,
+                    *doc_id,
+                    changes,
+                    policy.attribution(),
+                    reason,
+                    self.received_at,
+                )?;
+            }
         }
         let township = self.township.as_deref();
         let received = merged.iter().filter(|doc| !doc.heads.is_empty()).map(|doc| doc.doc_id);
         device_documents::record(connection, &self.device, received)?;
-        let feed = changes::feed_after(
-            connection,
-            self.cursor,
-            &self.uploaded,
-            MAX_RESPONSE_CHANGE_BYTES,
-            self.all,
-            township,
-        )?;
-        let delivered = feed.updates.iter().map(|update| update.doc_id);
-        device_documents::record(connection, &self.device, delivered)?;
-        let evict = device_documents::evict(connection, &self.device, self.all, township)?;
+        // Upload-only: nothing is read, not even what the device must evict; the cursor stays.
+        let (feed, evict) = if self.upload_only.is_some() {
+            (Feed { updates: Vec::new(), cursor: self.cursor, more: false }, Vec::new())
+        } else {
+            let feed = changes::feed_after(
+                connection,
+                self.cursor,
+                &self.uploaded,
+                MAX_RESPONSE_CHANGE_BYTES,
+                self.all,
+                township,
+            )?;
+            let delivered = feed.updates.iter().map(|update| update.doc_id);
+            device_documents::record(connection, &self.device, delivered)?;
+            let evict = device_documents::evict(connection, &self.device, self.all, township)?;
+            (feed, evict)
+        };
         let results = merged
             .into_iter()
             .map(|doc| DocResult {
@@ -438,6 +697,23 @@ impl SyncRound {
                     ),
                     quarantined: true,
                 },
+            }))
+            .chain(withdrawn.iter().map(|(doc_id, _, reason)| {
+                DocResult {
+                    doc_id: *doc_id,
+                    outcome: DocOutcome::Rejected {
+                        code: self
+                            .upload_only
+                            .as_ref()
+                            .map_or("certificate_revoked", |upload_only| upload_only.code)
+                            .to_owned(),
+                        message: format!(
+                            "the changes to document {doc_id} are kept in quarantine for a \
+                         supervisor to review: {reason}"
+                        ),
+                        quarantined: true,
+                    },
+                }
             }))
             .chain(sealed.iter().map(|(doc_id, _)| DocResult {
                 doc_id: *doc_id,

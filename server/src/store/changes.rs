@@ -10,6 +10,7 @@ use automerge::{ActorId, Change, ChangeHash};
 use rusqlite::types::Type;
 use rusqlite::{Connection, Row, params};
 use sync_core::ids::DocumentId;
+use sync_core::merge::ReceivedChange;
 use sync_core::protocol::DocUpdate;
 
 use crate::store::{Attribution, StoreError};
@@ -210,6 +211,27 @@ pub(crate) fn history(
             officer: row.get(9)?,
             certificate: row.get(10)?,
         })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// What the server recorded of each stored change of a document, for its causal time bounds
+/// (`sync_core::merge::causal_not_before`): uploading device, receipt time and dependencies.
+pub(crate) fn causal_facts(
+    connection: &Connection,
+    doc_id: DocumentId,
+) -> Result<HashMap<ChangeHash, ReceivedChange>, StoreError> {
+    let mut statement = connection
+        .prepare_cached("SELECT hash, device, received_at, deps FROM changes WHERE doc_id = ?1")?;
+    let rows = statement.query_map([doc_id.as_bytes()], |row| {
+        Ok((
+            hash_column(row, 0)?,
+            ReceivedChange {
+                device: row.get(1)?,
+                received_at: row.get(2)?,
+                deps: hashes_column(row, 3)?,
+            },
+        ))
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }

@@ -112,6 +112,42 @@ pub(crate) fn enroll_device(
     Ok((device, officer))
 }
 
+/// A fresh actor for an enrolled device (`POST /v1/actors`).
+#[derive(Debug, Clone)]
+pub(crate) struct NewActor {
+    /// The random actor id the server chose.
+    pub(crate) actor: [u8; 16],
+    /// The calling device.
+    pub(crate) device: String,
+    /// The device's officer.
+    pub(crate) officer: String,
+    /// Server time, milliseconds since the Unix epoch.
+    pub(crate) now: i64,
+}
+
+/// Registers one more actor to a device and its officer, with its audit row; the device's
+/// earlier actors stay registered.
+pub(crate) fn allocate_actor(
+    connection: &Connection,
+    new_actor: &NewActor,
+) -> Result<(), StoreError> {
+    connection
+        .prepare_cached(
+            "INSERT INTO actors (actor, device, officer, created_at) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![
+            &new_actor.actor[..],
+            new_actor.device,
+            new_actor.officer,
+            new_actor.now
+        ])?;
+    let change = Author { who: &new_actor.officer, now: new_actor.now };
+    let actor = hex::encode(new_actor.actor);
+    let after = serde_json::json!({ "device": new_actor.device, "officer": new_actor.officer, "actor": actor });
+    audit::<(), _>(connection, &change, "allocate", ("actor", &actor), None, Some(&after))?;
+    Ok(())
+}
+
 const DEVICE_SELECT: &str = "SELECT id, officer, jkt, jwk, name, status, enrolled_at FROM devices";
 
 /// The device enrolled with this key thumbprint.

@@ -18,8 +18,8 @@ use sync_core::validate::{
     CertificateFacts, EntrustmentFacts, Finding, MatterFacts, RuleContext, findings_with,
 };
 
-use crate::store::registry::json_column;
-use crate::store::{StoreError, blobs};
+use crate::store::registry::{self, json_column};
+use crate::store::{StoreError, blobs, review_flags};
 
 /// Findings that need registry facts the server does not keep yet.
 const UNKNOWN_CONTEXT: [&str; 1] = ["number_outside_block"];
@@ -37,8 +37,9 @@ pub(crate) fn registry_findings(
         .collect())
 }
 
-/// Replaces the stored finding codes of a document with those of its merged `record`; a
-/// document that is not a readable record has none.
+/// Replaces the stored finding codes of a document with those of its merged `record` and the
+/// codes its changes are flagged with; a document that is not a readable record has only the
+/// latter.
 pub(crate) fn project(
     connection: &Connection,
     doc_id: DocumentId,
@@ -48,14 +49,21 @@ pub(crate) fn project(
     connection
         .prepare_cached("DELETE FROM document_findings WHERE doc_id = ?1")?
         .execute([doc_id.as_bytes()])?;
-    let Some(record) = record else { return Ok(()) };
-    let codes: HashSet<&'static str> = registry_findings(connection, record, now_ms)?
-        .into_iter()
-        .map(|finding| finding.code)
-        .collect();
+    let codes: HashSet<&'static str> = match record {
+        Some(record) => registry_findings(connection, record, now_ms)?
+            .into_iter()
+            .map(|finding| finding.code)
+            .collect(),
+        None => HashSet::new(),
+    };
     let mut insert = connection
         .prepare_cached("INSERT OR IGNORE INTO document_findings (doc_id, code) VALUES (?1, ?2)")?;
     for code in codes {
+        insert.execute(params![doc_id.as_bytes(), code])?;
+    }
+    // Flags on merged changes (`needs_review`, `clock_suspect`) stay findings of the record
+    // whatever the later merges change.
+    for code in review_flags::codes(connection, doc_id)? {
         insert.execute(params![doc_id.as_bytes(), code])?;
     }
     Ok(())
@@ -86,36 +94,39 @@ pub(crate) fn rule_context(
     })
 }
 
-/// The certificates of one officer; a suspended or revoked one is withdrawn at its last
-/// suspension or revocation in the audit log (at its start when the log has none).
+/// The certificates of one officer; a suspended or revoked one is withdrawn when its current
+/// suspension or revocation began in the audit log (`registry::certificate_withdrawal`, the
+/// time upload-only mode judges against too), at its start when the log has none.
 fn certificates_of(
     connection: &Connection,
     officer: &str,
 ) -> Result<Vec<CertificateFacts>, StoreError> {
     let mut statement = connection.prepare_cached(
-        "SELECT c.cert_no, c.officer, c.sectors, c.valid_from, c.valid_to, c.status, \
-         (SELECT MAX(a.at) FROM audit a WHERE a.object_kind = 'certificate' \
-          AND a.object_id = c.cert_no AND a.action IN ('suspend', 'revoke')) \
+        "SELECT c.cert_no, c.officer, c.sectors, c.valid_from, c.valid_to, c.status \
          FROM certificates c WHERE c.officer = ?1 ORDER BY c.cert_no",
     )?;
     let rows = statement.query_map([officer], |row| {
-        let valid_from: i64 = row.get(3)?;
         let status: String = row.get(5)?;
-        let withdrawn: Option<i64> = row.get(6)?;
-        let withdrawn_at = match status.as_str() {
-            "suspended" | "revoked" => Some(withdrawn.unwrap_or(valid_from)),
-            _ => None,
-        };
-        Ok(CertificateFacts {
+        let facts = CertificateFacts {
             cert_no: row.get(0)?,
             officer: row.get(1)?,
             sectors: json_column(row, 2)?,
-            valid_from,
+            valid_from: row.get(3)?,
             valid_to: row.get(4)?,
-            withdrawn_at,
-        })
+            withdrawn_at: None,
+        };
+        Ok((facts, matches!(status.as_str(), "suspended" | "revoked")))
     })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let rows: Vec<(CertificateFacts, bool)> = rows.collect::<Result<_, _>>()?;
+    let mut certificates = Vec::with_capacity(rows.len());
+    for (mut facts, withdrawn) in rows {
+        if withdrawn {
+            let since = registry::certificate_withdrawal(connection, &facts.cert_no)?;
+            facts.withdrawn_at = Some(since.map_or(facts.valid_from, |withdrawal| withdrawal.at));
+        }
+        certificates.push(facts);
+    }
+    Ok(certificates)
 }
 
 fn matter_facts(connection: &Connection, code: &str) -> Result<Option<MatterFacts>, StoreError> {

@@ -517,6 +517,38 @@ pub(crate) fn set_certificate_status(
     Ok(after)
 }
 
+/// When a certificate's current suspension or revocation began, read from the audit log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Withdrawal {
+    /// Server time of the first suspension or revocation since the certificate was last
+    /// registered or reinstated, ms.
+    pub(crate) at: i64,
+    /// The certificate's `rev` just before it: tokens minted at that revision were minted
+    /// while the certificate was still valid.
+    pub(crate) rev_before: i64,
+}
+
+/// The start of the certificate's current withdrawal: the first `suspend` or `revoke` audit row
+/// after the last other row of the certificate (its registration or a reinstatement); `None`
+/// when there is none, as for an active certificate.
+pub(crate) fn certificate_withdrawal(
+    connection: &Connection,
+    cert_no: &str,
+) -> Result<Option<Withdrawal>, StoreError> {
+    let mut statement = connection.prepare_cached(
+        "SELECT a.at, json_extract(a.before, '$.rev') FROM audit a \
+         WHERE a.object_kind = 'certificate' AND a.object_id = ?1 \
+         AND a.action IN ('suspend', 'revoke') \
+         AND a.id > COALESCE((SELECT MAX(b.id) FROM audit b WHERE b.object_kind = 'certificate' \
+             AND b.object_id = ?1 AND b.action NOT IN ('suspend', 'revoke')), 0) \
+         ORDER BY a.id LIMIT 1",
+    )?;
+    let row = statement
+        .query_row([cert_no], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, Option<i64>>(1)?)))
+        .optional()?;
+    Ok(row.and_then(|(at, rev_before)| rev_before.map(|rev_before| Withdrawal { at, rev_before })))
+}
+
 fn certificate_row(row: &Row<'_>) -> rusqlite::Result<Certificate> {
     Ok(Certificate {
         cert_no: row.get(0)?,

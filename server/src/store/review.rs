@@ -376,6 +376,18 @@ pub(crate) fn actor_owner(
         .optional()?)
 }
 
+/// When the server registered an actor to a device (ms), if it did: no change by that actor
+/// can have been made before, whatever time the device stamped on it.
+pub(crate) fn actor_registered_at(
+    connection: &Connection,
+    actor: &[u8],
+) -> Result<Option<i64>, StoreError> {
+    Ok(connection
+        .prepare_cached("SELECT created_at FROM actors WHERE actor = ?1")?
+        .query_row([actor], |row| row.get(0))
+        .optional()?)
+}
+
 /// What the queue is filtered on; every filter is optional.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct QueueFilter {

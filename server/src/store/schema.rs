@@ -260,6 +260,28 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (township, year, n)
     );
     ",
+    // 6: merged changes a supervisor must look at (SECURITY.md §a): `needs_review` for edits
+    // uploaded after the certificate was withdrawn but made before it, `clock_suspect` for a
+    // device time outside the change's causal bounds. Append-only, like the change log.
+    "
+    CREATE TABLE review_flags (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        doc_id BLOB NOT NULL,
+        hash BLOB NOT NULL,
+        code TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        UNIQUE (doc_id, hash, code)
+    );
+    CREATE TRIGGER review_flags_no_update BEFORE UPDATE ON review_flags
+    BEGIN
+        SELECT RAISE(ABORT, 'review_flags is append-only');
+    END;
+    CREATE TRIGGER review_flags_no_delete BEFORE DELETE ON review_flags
+    BEGIN
+        SELECT RAISE(ABORT, 'review_flags is append-only');
+    END;
+    ",
 ];
 
 /// Opens (creating it if needed) the database for writing and brings its schema up to date.

@@ -1,0 +1,235 @@
+//! The statutory deadlines of a case, derived from its timeline (DOMAIN.md §2, §4.3).
+//!
+//! Each open deadline says what must happen, by when, and from which event the clock runs.
+//! Day-counted periods use calendar days; working-day periods use the holiday calendar
+//! ([`crate::calendar::Calendar`]), and a deadline computed in a year the calendar does not
+//! cover is marked provisional. Pure: the server projects these at merge time so the overdue
+//! board is a query, and a device can show them offline.
+
+use chrono::{DateTime, Datelike, NaiveDate, NaiveTime};
+use serde::Serialize;
+
+use crate::calendar::Calendar;
+use crate::records::CaseFile;
+
+const DAY_MS: i64 = 86_400_000;
+
+/// Working days to serve a decision on a party who was absent (Art. 61).
+pub const SERVICE_WORKING_DAYS: u32 = 7;
+/// Working days for a party to request a hearing after the notice (Art. 64(1)).
+pub const HEARING_REQUEST_WORKING_DAYS: u32 = 5;
+/// Days to pay a fine after the decision is served (Art. 67).
+pub const PAYMENT_DAYS: i64 = 15;
+
+/// One open deadline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Deadline {
+    /// Stable snake_case code: `decision`, `service`, `hearing_request`, `payment`.
+    pub code: &'static str,
+    /// The event kind the clock runs from.
+    pub from_event: String,
+    /// Due time, ms since the epoch (end of the due day, UTC, for day-counted periods).
+    pub due: i64,
+    /// The holiday calendar did not cover the due date's year: weekends only were counted.
+    pub provisional: bool,
+}
+
+/// The deadlines still open in the case's timeline (the decision deadline is the 90 days of
+/// [`crate::validate::DECISION_DAYS`] plus extensions and suspensions): each clock starts at its event and stops
+/// at the event that meets it.
+pub fn open_deadlines(case_file: &CaseFile, calendar: &Calendar) -> Vec<Deadline> {
+    let time_of = |kind: &str| {
+        case_file
+            .timeline
+            .iter()
+            .rev()
+            .find(|event| event.kind == kind)
+            .map(|event| event.device_time)
+    };
+    let mut open = Vec::new();
+    if let (Some(_), None) = (time_of("file"), time_of("decide"))
+        && let Some(due) = crate::validate::decision_due(case_file)
+        && !matches!(
+            case_file.fold().state,
+            crate::records::CaseState::Terminated
+                | crate::records::CaseState::Transferred
+                | crate::records::CaseState::NotFiled
+        )
+    {
+        open.push(Deadline {
+            code: "decision",
+            from_event: "file".to_owned(),
+            due,
+            provisional: false,
+        });
+    }
+    if let (Some(decided), None) = (time_of("decide"), time_of("serve")) {
+        open.push(working_day_deadline(
+            "service",
+            "decide",
+            decided,
+            SERVICE_WORKING_DAYS,
+            calendar,
+        ));
+    }
+    if let (Some(notified), None, None) = (time_of("notify"), time_of("hearing"), time_of("decide"))
+    {
+        open.push(working_day_deadline(
+            "hearing_request",
+            "notify",
+            notified,
+            HEARING_REQUEST_WORKING_DAYS,
+            calendar,
+        ));
+    }
+    if let (Some(served), None) = (time_of("serve"), time_of("paid")) {
+        let has_fine =
+            case_file.final_penalty.as_ref().is_some_and(|penalty| penalty.fine_yuan > 0);
+        if has_fine {
+            open.push(Deadline {
+                code: "payment",
+                from_event: "serve".to_owned(),
+                due: end_of_day(served + PAYMENT_DAYS * DAY_MS),
+                provisional: false,
+            });
+        }
+    }
+    open
+}
+
+fn working_day_deadline(
+    code: &'static str,
+    from_event: &str,
+    start_ms: i64,
+    working_days: u32,
+    calendar: &Calendar,
+) -> Deadline {
+    let start = date_of(start_ms);
+    let due_day = calendar.add_working_days(start, working_days);
+    let provisional = !calendar.covers(start.year()) || !calendar.covers(due_day.year());
+    let due = due_day.and_time(NaiveTime::MIN).and_utc().timestamp_millis() + DAY_MS - 1;
+    Deadline { code, from_event: from_event.to_owned(), due, provisional }
+}
+
+fn date_of(ms: i64) -> NaiveDate {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default().date_naive()
+}
+
+fn end_of_day(ms: i64) -> i64 {
+    date_of(ms).and_time(NaiveTime::MIN).and_utc().timestamp_millis() + DAY_MS - 1
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::records::{Party, Penalty, Procedure, server_actor_hex};
+
+    fn ms(date: &str) -> i64 {
+        NaiveDate::parse_from_str(date, "%Y-%m-%d")
+            .unwrap()
+            .and_time(NaiveTime::MIN)
+            .and_utc()
+            .timestamp_millis()
+    }
+
+    fn case_with(events: &[(&str, &str)]) -> CaseFile {
+        let mut case_file = CaseFile::new(
+            "c".to_owned(),
+            Procedure::General,
+            "AJ-001".to_owned(),
+            Party::default(),
+        );
+        for (kind, date) in events {
+            let id = format!("e{}", case_file.timeline.len());
+            let actor = if crate::records::SERVER_AUTHORED.contains(kind) {
+                server_actor_hex()
+            } else {
+                "aa".to_owned()
+            };
+            case_file.append_event(
+                id,
+                (*kind).to_owned(),
+                "o-1".to_owned(),
+                actor,
+                ms(date),
+                BTreeMap::new(),
+            );
+        }
+        case_file
+    }
+
+    fn codes(case_file: &CaseFile) -> Vec<(&'static str, String, bool)> {
+        open_deadlines(case_file, &Calendar::shipped())
+            .into_iter()
+            .map(|deadline| {
+                (deadline.code, date_of(deadline.due).to_string(), deadline.provisional)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_decision_clock_runs_from_filing_until_the_decision() {
+        let filed = case_with(&[("file", "2026-03-02")]);
+        assert_eq!(codes(&filed), vec![("decision", "2026-05-31".to_owned(), false)]);
+        let decided = case_with(&[
+            ("file", "2026-03-02"),
+            ("investigate", "2026-03-03"),
+            ("close_investigation", "2026-03-10"),
+            ("notify", "2026-03-11"),
+            ("decide", "2026-04-01"),
+        ]);
+        assert!(!codes(&decided).iter().any(|(code, ..)| *code == "decision"));
+    }
+
+    #[test]
+    fn service_and_hearing_windows_count_working_days_across_holidays() {
+        let decided = case_with(&[
+            ("file", "2026-08-01"),
+            ("investigate", "2026-08-02"),
+            ("close_investigation", "2026-08-03"),
+            ("notify", "2026-09-01"),
+            ("decide", "2026-09-28"),
+        ]);
+        assert_eq!(codes(&decided), vec![("service", "2026-10-13".to_owned(), false)]);
+        let notified = case_with(&[
+            ("file", "2026-08-01"),
+            ("investigate", "2026-08-02"),
+            ("close_investigation", "2026-08-03"),
+            ("notify", "2026-09-30"),
+        ]);
+        let windows = codes(&notified);
+        assert!(
+            windows.contains(&("hearing_request", "2026-10-13".to_owned(), false)),
+            "{windows:?}"
+        );
+    }
+
+    #[test]
+    fn payment_is_due_fifteen_days_after_service_and_late_years_are_provisional() {
+        let mut served = case_with(&[
+            ("file", "2026-12-01"),
+            ("investigate", "2026-12-02"),
+            ("close_investigation", "2026-12-03"),
+            ("notify", "2026-12-04"),
+            ("decide", "2026-12-28"),
+            ("serve", "2026-12-29"),
+        ]);
+        served.final_penalty = Some(Penalty {
+            kinds: vec!["fine".to_owned()],
+            fine_yuan: 500,
+            confiscation_yuan: 0,
+            description: String::new(),
+        });
+        assert_eq!(codes(&served), vec![("payment", "2027-01-13".to_owned(), false)]);
+        let decided_late = case_with(&[
+            ("file", "2026-12-01"),
+            ("investigate", "2026-12-02"),
+            ("close_investigation", "2026-12-03"),
+            ("notify", "2026-12-04"),
+            ("decide", "2026-12-28"),
+        ]);
+        assert_eq!(codes(&decided_late), vec![("service", "2027-01-06".to_owned(), true)]);
+    }
+}
