@@ -38,6 +38,7 @@ use rusqlite::{Connection, Transaction};
 use sync_core::error::MergeError;
 use sync_core::ids::DocumentId;
 use sync_core::merge::merge_changes;
+use sync_core::records::Record;
 use tokio::sync::oneshot;
 
 use crate::store::cache::DocumentCache;
@@ -183,8 +184,13 @@ pub(crate) trait UploadPolicy {
     /// May the caller change this existing document? Decided on the document's stored row
     /// (fixed at its first upload), never on the uploaded content; called before merging.
     fn check_existing(&self, doc_id: DocumentId, stored: &StoredScope) -> Result<(), Refusal>;
-    /// May the caller create this document? Called with the merged, not yet written, document.
-    fn check_created(&self, doc_id: DocumentId, merged: &Automerge) -> Result<(), Refusal>;
+    /// May the caller create this document? Called with the record hydrated from the merged,
+    /// not yet written, document (or why it is not a record), hydrated once per merge.
+    fn check_created(
+        &self,
+        doc_id: DocumentId,
+        merged: Result<&Record, &str>,
+    ) -> Result<(), Refusal>;
     /// May the caller upload a change by this actor (a change the server does not hold)?
     fn check_actor(&self, actor: &ActorId) -> Result<(), Refusal>;
 }
@@ -502,14 +508,20 @@ pub(crate) fn merge_uploads_in(
     }
 
     // Every check before the first write: actors of every new change, the scope of every
-    // document this upload creates, and every document's quota.
+    // document this upload creates, and every document's quota. The record is hydrated here,
+    // once per document, for the scope check and for the projections the write makes.
     for item in &mut working {
         for change in &item.new_changes {
             policy.check_actor(change.actor_id())?;
         }
-        if item.created && !item.new_changes.is_empty() {
-            policy.check_created(item.doc_id, &item.doc)?;
+        if item.new_changes.is_empty() {
+            continue;
         }
+        let projection = Projection::of(&item.doc);
+        if item.created {
+            policy.check_created(item.doc_id, projection.hydrated())?;
+        }
+        item.projection = Some(projection);
         item.check_quota(context.connection())?;
     }
 
@@ -526,16 +538,29 @@ struct WorkingDocument {
     new_changes: Vec<Change>,
     // The document had no row before this merge: this upload creates it.
     created: bool,
+    // The projection of the merged document, made once by the checks and used by the write.
+    projection: Option<Projection>,
+    // The stored bytes of each of `new_changes`, encoded once by the quota check.
+    encoded: Vec<Vec<u8>>,
 }
 
 impl WorkingDocument {
     fn new(doc_id: DocumentId, doc: Automerge, created: bool) -> Self {
-        Self { doc_id, doc, new_changes: Vec::new(), created }
+        Self {
+            doc_id,
+            doc,
+            new_changes: Vec::new(),
+            created,
+            projection: None,
+            encoded: Vec::new(),
+        }
     }
 
     /// Refuses the upload when the document's stored change bytes would pass the quota.
     fn check_quota(&mut self, connection: &Connection) -> Result<(), StoreError> {
-        let added: usize = self.new_changes.iter_mut().map(|change| change.bytes().len()).sum();
+        self.encoded =
+            self.new_changes.iter_mut().map(|change| change.bytes().into_owned()).collect();
+        let added: usize = self.encoded.iter().map(Vec::len).sum();
         if added == 0 {
             return Ok(());
         }
@@ -564,12 +589,17 @@ impl WorkingDocument {
             return Ok(());
         }
         let previous_snapshot_seq = documents::snapshot_seq(connection, self.doc_id)?;
-        let mut feed_seq = 0;
-        let mut added_bytes = 0;
-        for change in &mut self.new_changes {
-            feed_seq = changes::insert(connection, self.doc_id, change, received_at, attribution)?;
-            added_bytes += change.bytes().len();
+        // Encoded by the quota check; a caller that skipped it encodes here.
+        if self.encoded.len() != self.new_changes.len() {
+            self.encoded =
+                self.new_changes.iter_mut().map(|change| change.bytes().into_owned()).collect();
         }
+        let mut feed_seq = 0;
+        for (change, bytes) in self.new_changes.iter().zip(&self.encoded) {
+            feed_seq =
+                changes::insert(connection, self.doc_id, change, bytes, received_at, attribution)?;
+        }
+        let added_bytes: usize = self.encoded.iter().map(Vec::len).sum();
         let snapshot_due = match previous_snapshot_seq {
             // A new document gets its first snapshot at once.
             None => true,
@@ -578,7 +608,8 @@ impl WorkingDocument {
             }
         };
         let snapshot = snapshot_due.then(|| Snapshot { bytes: self.doc.save(), feed_seq });
-        let projection = Projection::of(&self.doc);
+        // Made by the checks; a caller that skipped them still gets a correct projection.
+        let projection = self.projection.take().unwrap_or_else(|| Projection::of(&self.doc));
         documents::upsert(
             connection,
             DocumentWrite {
@@ -621,7 +652,7 @@ impl UploadPolicy for Unchecked {
     fn check_existing(&self, _: DocumentId, _: &StoredScope) -> Result<(), Refusal> {
         Ok(())
     }
-    fn check_created(&self, _: DocumentId, _: &Automerge) -> Result<(), Refusal> {
+    fn check_created(&self, _: DocumentId, _: Result<&Record, &str>) -> Result<(), Refusal> {
         Ok(())
     }
     fn check_actor(&self, _: &ActorId) -> Result<(), Refusal> {

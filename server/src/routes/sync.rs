@@ -29,7 +29,7 @@ mod causal;
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 
-use automerge::{ActorId, Automerge, ChangeHash};
+use automerge::{ActorId, ChangeHash};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -107,9 +107,68 @@ async fn upload_changes(
     let prepared = run_blocking(move || prepare(&store, caller, &body, key, received_at)).await?;
     let answer = match prepared {
         Prepared::Replay(answer) => answer,
+        Prepared::Round(round) if round.pull_only() => pull(&state, *round).await?,
         Prepared::Round(round) => state.store().submit(move |context| round.run(context)).await?,
     };
     Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], answer).into_response())
+}
+
+/// Answers a pull-only round: the feed and the evictions are read on a pooled reader, off the
+/// writer thread; a writer job follows only when the round delivered or evicts a document,
+/// and the answer goes out only after that job committed, so that `device_documents` holds
+/// every document a device may have received before it receives it.
+///
+/// The cursor is the highest feed sequence of the reader's snapshot (`changes::feed_after`),
+/// so a change committed meanwhile is sent by the next round, never skipped. Nothing here is
+/// acknowledged (the round uploads no change) and no answer is stored (it has no key), so the
+/// single writer transaction of an upload (DESIGN.md §6, docs/sync.md) is not needed.
+async fn pull(state: &AppState, round: SyncRound) -> Result<Vec<u8>, ApiError> {
+    let store = state.store().clone();
+    let pulled = run_blocking(move || Ok(store.read(|tx| round.read_pull(tx))?)).await?;
+    if !pulled.delivered.is_empty() || !pulled.evict.is_empty() {
+        let device = pulled.device.clone();
+        let delivered = pulled.delivered.clone();
+        let evict = pulled.evict.clone();
+        state
+            .store()
+            .submit(move |context| {
+                let connection = context.connection();
+                device_documents::record(connection, &device, delivered)?;
+                device_documents::forget(connection, &device, &evict)
+            })
+            .await?;
+    }
+    Ok(SyncResponse {
+        cursor: pulled.feed.cursor,
+        more: pulled.feed.more,
+        results: pulled
+            .resync
+            .into_iter()
+            .map(|(doc_id, heads)| resync_result(doc_id, &heads))
+            .collect(),
+        updates: pulled.feed.updates,
+        evict: pulled.evict,
+    }
+    .encode())
+}
+
+/// A pull-only round read on a pooled reader, with what the writer must still record.
+struct PulledRound {
+    device: String,
+    resync: Vec<(DocumentId, Vec<ChangeHash>)>,
+    feed: Feed,
+    // The documents of the feed, to record as held by the device.
+    delivered: Vec<DocumentId>,
+    // The documents to evict, to forget for the device.
+    evict: Vec<DocumentId>,
+}
+
+/// The result telling a device that the server does not know the heads it claims.
+fn resync_result(doc_id: DocumentId, heads: &[ChangeHash]) -> DocResult {
+    DocResult {
+        doc_id,
+        outcome: DocOutcome::Resync { heads: heads.iter().map(|hash| hash.0).collect() },
+    }
 }
 
 /// The `Idempotency-Key` header, if present and well formed.
@@ -588,6 +647,35 @@ impl SyncRound {
         Ok(())
     }
 
+    /// Whether the round only reads: no key (so no stored answer), no change uploaded (so
+    /// nothing merged, quarantined or flagged), and not in upload-only mode.
+    fn pull_only(&self) -> bool {
+        self.keyed.is_none() && self.policy.is_none() && self.upload_only.is_none()
+    }
+
+    /// The reads of a pull-only round (`pull_only`), inside one read transaction: the heads of
+    /// the documents whose claimed heads the server does not know, the feed and the evictions.
+    /// The same reads as `run` makes for such a round, whose merge and quarantines are empty.
+    fn read_pull(mut self, connection: &rusqlite::Connection) -> Result<PulledRound, StoreError> {
+        let uploads = std::mem::take(&mut self.uploads);
+        let (_, resync) = self.split_unknown_heads(uploads, connection)?;
+        let township = self.township.as_deref();
+        let feed = changes::feed_after(
+            connection,
+            self.cursor,
+            &self.uploaded,
+            MAX_RESPONSE_CHANGE_BYTES,
+            self.all,
+            township,
+        )?;
+        let mut delivered: Vec<DocumentId> =
+            feed.updates.iter().map(|update| update.doc_id).collect();
+        delivered.sort_unstable();
+        delivered.dedup();
+        let evict = device_documents::evictable(connection, &self.device, self.all, township)?;
+        Ok(PulledRound { device: self.device, resync, feed, delivered, evict })
+    }
+
     /// Merges, reads the feed, records what the device holds, lists what it must evict and
     /// stores the answer under the key, all in the job's savepoint: the answer exists only if
     /// everything it acknowledges committed.
@@ -683,10 +771,7 @@ impl SyncRound {
                         .expect("at most MAX_CHANGES_PER_SYNC changes"),
                 },
             })
-            .chain(resync.into_iter().map(|(doc_id, heads)| DocResult {
-                doc_id,
-                outcome: DocOutcome::Resync { heads: heads.iter().map(|hash| hash.0).collect() },
-            }))
+            .chain(resync.into_iter().map(|(doc_id, heads)| resync_result(doc_id, &heads)))
             .chain(quarantined.iter().map(|(doc_id, _)| DocResult {
                 doc_id: *doc_id,
                 outcome: DocOutcome::Rejected {
@@ -829,8 +914,12 @@ impl UploadPolicy for SyncPolicy {
         Ok(())
     }
 
-    fn check_created(&self, doc_id: DocumentId, merged: &Automerge) -> Result<(), Refusal> {
-        let record = Record::hydrate(merged).map_err(|err| {
+    fn check_created(
+        &self,
+        doc_id: DocumentId,
+        merged: Result<&Record, &str>,
+    ) -> Result<(), Refusal> {
+        let record = merged.map_err(|err| {
             Refusal::OutOfScope(format!(
                 "document {doc_id} is not a record whose township and matter can be checked: {err}"
             ))
@@ -841,7 +930,7 @@ impl UploadPolicy for SyncPolicy {
                 record.township()
             )));
         }
-        let actions: &[Action] = match &record {
+        let actions: &[Action] = match record {
             Record::Inspection(_) => &[Action::Inspect],
             Record::Case(case) => match Procedure::parse(&case.procedure) {
                 Some(Procedure::Summary) => &[Action::SummaryPenalty],

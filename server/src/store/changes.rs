@@ -53,7 +53,11 @@ pub(crate) struct Feed {
     pub(crate) more: bool,
 }
 
-/// Appends one change and returns its feed sequence.
+/// Appends one change, whose stored bytes (`Change::bytes`) are `bytes`, and returns its
+/// feed sequence.
+///
+/// The caller passes the bytes it encoded once for the quota, so that no change is encoded
+/// or copied twice.
 ///
 /// # Errors
 /// [`StoreError::DuplicateChange`] when the change is already stored (for another document,
@@ -61,7 +65,8 @@ pub(crate) struct Feed {
 pub(crate) fn insert(
     connection: &Connection,
     doc_id: DocumentId,
-    change: &mut Change,
+    change: &Change,
+    bytes: &[u8],
     received_at: i64,
     attribution: &Attribution,
 ) -> Result<i64, StoreError> {
@@ -73,8 +78,7 @@ pub(crate) fn insert(
         reason: "sequence number exceeds 2^63".to_owned(),
     })?;
     let device_time = change.timestamp();
-    let message = change.message().map(str::to_owned);
-    let bytes = change.bytes();
+    let message = change.message();
     let mut statement = connection.prepare_cached(
         "INSERT INTO changes (hash, doc_id, actor, seq, deps, bytes, message, device_time, \
          received_at, device, officer, certificate) \
@@ -86,7 +90,7 @@ pub(crate) fn insert(
         actor,
         seq,
         deps,
-        bytes.as_ref(),
+        bytes,
         message,
         device_time,
         received_at,

@@ -44,20 +44,38 @@ pub(crate) fn evict(
     all: bool,
     township: Option<&str>,
 ) -> Result<Vec<DocumentId>, StoreError> {
-    let evicted: Vec<DocumentId> = {
-        let mut statement = connection.prepare_cached(
-            "SELECT dd.doc_id FROM device_documents dd JOIN documents d ON d.id = dd.doc_id \
-             WHERE dd.device = ?1 AND NOT (?2 OR d.township IS ?3 AND ?3 IS NOT NULL) \
-             ORDER BY dd.doc_id",
-        )?;
-        let rows =
-            statement.query_map(params![device, all, township], |row| doc_id_column(row, 0))?;
-        rows.collect::<Result<_, _>>()?
-    };
-    let mut forget = connection
-        .prepare_cached("DELETE FROM device_documents WHERE device = ?1 AND doc_id = ?2")?;
-    for doc_id in &evicted {
-        forget.execute(params![device, doc_id.as_bytes()])?;
-    }
+    let evicted = evictable(connection, device, all, township)?;
+    forget(connection, device, &evicted)?;
     Ok(evicted)
+}
+
+/// The documents the device holds but can no longer see (visibility `all`, `township`), in
+/// id order; a read, so that a pull-only sync can list them on a pooled reader.
+pub(crate) fn evictable(
+    connection: &Connection,
+    device: &str,
+    all: bool,
+    township: Option<&str>,
+) -> Result<Vec<DocumentId>, StoreError> {
+    let mut statement = connection.prepare_cached(
+        "SELECT dd.doc_id FROM device_documents dd JOIN documents d ON d.id = dd.doc_id \
+         WHERE dd.device = ?1 AND NOT (?2 OR d.township IS ?3 AND ?3 IS NOT NULL) \
+         ORDER BY dd.doc_id",
+    )?;
+    let rows = statement.query_map(params![device, all, township], |row| doc_id_column(row, 0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Forgets that the device holds these documents (they were evicted).
+pub(crate) fn forget(
+    connection: &Connection,
+    device: &str,
+    doc_ids: &[DocumentId],
+) -> Result<(), StoreError> {
+    let mut statement = connection
+        .prepare_cached("DELETE FROM device_documents WHERE device = ?1 AND doc_id = ?2")?;
+    for doc_id in doc_ids {
+        statement.execute(params![device, doc_id.as_bytes()])?;
+    }
+    Ok(())
 }

@@ -80,10 +80,15 @@ pub(crate) struct Projection {
     review: ReviewProjection,
     // The hydrated record, for the findings projected after the row (`store::review`).
     record: Option<Record>,
+    // Why the document does not hydrate as a record, when it does not.
+    not_a_record: Option<String>,
 }
 
 impl Projection {
     /// Reads the projected fields from the merged document.
+    ///
+    /// This is the one hydration of the record per merge: the scope check of a new document,
+    /// the findings and the evidence links all read the record from here.
     pub(crate) fn of(doc: &Automerge) -> Self {
         let conflicts = i64::try_from(field_conflicts(doc).len()).unwrap_or(i64::MAX);
         let review = review_of(doc);
@@ -98,10 +103,11 @@ impl Projection {
                 conflicts,
                 review,
                 record: Some(record),
+                not_a_record: None,
             },
             Err(err) => {
                 tracing::debug!(error = %err, "document does not hydrate as a record");
-                Self { conflicts, review, ..Self::default() }
+                Self { conflicts, review, not_a_record: Some(err.to_string()), ..Self::default() }
             }
         }
     }
@@ -114,6 +120,14 @@ impl Projection {
     /// The hydrated record, when the document is one.
     pub(crate) fn record(&self) -> Option<&Record> {
         self.record.as_ref()
+    }
+
+    /// The hydrated record, or why the document is not one.
+    pub(crate) fn hydrated(&self) -> Result<&Record, &str> {
+        match (&self.record, &self.not_a_record) {
+            (Some(record), _) => Ok(record),
+            (None, reason) => Err(reason.as_deref().unwrap_or("it does not hydrate")),
+        }
     }
 }
 

@@ -284,6 +284,12 @@ const MIGRATIONS: &[&str] = &[
     ",
 ];
 
+/// Prepared statements kept per connection. rusqlite's default of 16 is fewer than the
+/// distinct statements one merge runs per document (load, quota, insert, row, findings, blobs,
+/// device documents), so its LRU evicted each of them before its next use and every
+/// `prepare_cached` compiled its SQL again; the store has under 100 statements in all.
+const STATEMENT_CACHE_CAPACITY: usize = 128;
+
 /// Opens (creating it if needed) the database for writing and brings its schema up to date.
 ///
 /// WAL lets readers proceed while the writer commits; `synchronous=FULL` makes a commit
@@ -298,6 +304,7 @@ pub(crate) fn open_writer(path: &Path, max_db_size: Option<u64>) -> Result<Conne
     }
     connection.pragma_update(None, "synchronous", "FULL")?;
     connection.pragma_update(None, "foreign_keys", "ON")?;
+    connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
     migrate(&mut connection)?;
     if let Some(max_db_size) = max_db_size {
         let page_size: i64 = connection.pragma_query_value(None, "page_size", |row| row.get(0))?;
@@ -317,6 +324,7 @@ pub(crate) fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     let connection = Connection::open_with_flags(path, flags)?;
     connection.busy_timeout(BUSY_TIMEOUT)?;
     connection.pragma_update(None, "foreign_keys", "ON")?;
+    connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
     Ok(connection)
 }
 
