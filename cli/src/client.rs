@@ -302,6 +302,25 @@ pub mod paths {
         format!("/v1/review/{doc_id}/{}", action.segment())
     }
 
+    /// `GET`: a supervision report (`overdue`, `alerts`, `assessment`), with its query
+    /// parameters (values percent-encoded).
+    pub fn report(report: &str, query: &[(&str, &str)]) -> String {
+        let mut path = format!("/v1/reports/{}", encode_segment(report));
+        for (index, (name, value)) in query.iter().enumerate() {
+            let separator = if index == 0 { '?' } else { '&' };
+            let _ = write!(path, "{separator}{}={}", encode_segment(name), encode_segment(value));
+        }
+        path
+    }
+
+    /// `POST`: leases a block of document numbers to the calling officer's device.
+    pub const NUMBERS_LEASE: &str = "/v1/numbers/lease";
+
+    /// `GET`: how every serial of a leased number block is accounted for.
+    pub fn number_reconciliation(block_id: &str) -> String {
+        format!("/v1/numbers/blocks/{}/reconciliation", encode_segment(block_id))
+    }
+
     /// A collection of the admin registry API.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     pub enum Registry {

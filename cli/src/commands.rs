@@ -9,6 +9,8 @@ pub mod admin;
 pub mod bench;
 pub mod device;
 pub mod enroll;
+pub mod numbers;
+pub mod report;
 pub mod review;
 
 use std::io;
@@ -56,6 +58,11 @@ impl Output {
     pub fn failed(mut self) -> Self {
         self.succeeded = false;
         self
+    }
+
+    /// Output printed as it is, `--json` or not: a CSV report.
+    pub fn verbatim(text: String) -> Self {
+        Self { json: text.clone(), text, succeeded: true }
     }
 
     /// Whether the command succeeded; `false` after [`Self::failed`].

@@ -20,6 +20,8 @@ use cli::commands::device::{
     InspectionNewArgs, ShowArgs,
 };
 use cli::commands::enroll::{self, EnrollArgs};
+use cli::commands::numbers::{self, NumbersCommand};
+use cli::commands::report::{self, ReportCommand};
 use cli::commands::review::{self, ReviewCommand};
 use cli::commands::{self, Output, Settings};
 use serde_json::json;
@@ -67,8 +69,12 @@ enum Command {
     /// Evidence items and their bytes.
     #[command(subcommand)]
     Evidence(EvidenceCommand),
-    /// Appends an event (file, notify, decide, serve, close, ...) to a case file's timeline.
+    /// Appends an event (file, notify, decide, serve, close, ...) to a case file's timeline;
+    /// `issue_document --doc-type T` issues the next number of a leased block.
     Event(EventArgs),
+    /// Document number blocks (文书编号号段): lease, list, reconcile.
+    #[command(subcommand)]
+    Numbers(NumbersCommand),
     /// Shows the merged view of a document: record, conflicts, findings.
     Show(ShowArgs),
     /// Lists the documents on this device.
@@ -84,6 +90,9 @@ enum Command {
     /// The supervisor's review: queue, record, resolve, approve, return, grant.
     #[command(subcommand)]
     Review(ReviewCommand),
+    /// Supervision reports: the overdue board, alerts, officer assessment (JSON or CSV).
+    #[command(subcommand)]
+    Report(ReportCommand),
     /// Measures a server under the BENCHMARKS.md workload: enrolled devices build case files
     /// offline and sync at once; starts `fieldcase-server` unless `--server` is given.
     Bench(BenchArgs),
@@ -158,12 +167,14 @@ fn dispatch(command: Command, settings: &Settings, server_given: bool) -> anyhow
         }
         Command::Evidence(EvidenceCommand::Get(args)) => device::evidence_get(settings, &args),
         Command::Event(args) => device::event(settings, args),
+        Command::Numbers(command) => numbers::numbers(settings, command),
         Command::Show(args) => device::show(settings, &args),
         Command::List => device::list(settings),
         Command::Status => device::status(settings),
         Command::Sync => device::sync(settings),
         Command::Admin(command) => admin::admin(settings, command),
         Command::Review(command) => review::review(settings, command),
+        Command::Report(command) => report::report(settings, &command),
         Command::Bench(args) => {
             bench::bench(settings, server_given.then_some(settings.server.as_str()), &args)
         }

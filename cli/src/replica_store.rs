@@ -12,6 +12,10 @@
 //! with the server-allocated actor replacing the random one, and the master data the device
 //! checks its scope against offline.
 //!
+//! `number_blocks` holds the document number blocks the device leased, each with its cursor;
+//! [`ReplicaStore::take_number`] advances a cursor in its own committed transaction before the
+//! caller renders the number, so a crash skips a serial but never hands it out twice.
+//!
 //! One fieldcase process uses a home at a time: [`ReplicaStore::open`] takes an exclusive lock
 //! on `<home>/lock` and holds it until the store is dropped. A sync keeps documents in memory
 //! across its HTTP round trips; without the lock, saving them afterwards would overwrite an
@@ -30,6 +34,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use sha2::{Digest, Sha256};
 use sync_core::error::ReplicaError;
 use sync_core::ids::DocumentId;
+use sync_core::numbers::{BlockCursor, NumberBlock};
 use sync_core::records::RecordKind;
 use sync_core::replica::DeviceDoc;
 use sync_core::scope::MasterData;
@@ -63,6 +68,9 @@ const MIGRATIONS: &[&str] = &[
         BEGIN SELECT RAISE(ABORT, 'refused_changes is append-only'); END;
     CREATE TRIGGER refused_changes_no_delete BEFORE DELETE ON refused_changes
         BEGIN SELECT RAISE(ABORT, 'refused_changes is append-only'); END;
+",
+    "
+    CREATE TABLE number_blocks (id TEXT PRIMARY KEY, json TEXT NOT NULL, next INTEGER NOT NULL);
 ",
 ];
 
@@ -261,6 +269,65 @@ impl ReplicaStore {
     /// The home directory.
     pub fn home(&self) -> &Path {
         &self.home
+    }
+
+    /// Stores a block the server leased, with its cursor at the first serial.
+    pub fn store_number_block(&self, block: &NumberBlock) -> Result<(), StoreError> {
+        self.db.execute(
+            "INSERT INTO number_blocks (id, json, next) VALUES (?1, ?2, ?3)",
+            params![block.id, json_text(block), block.first],
+        )?;
+        Ok(())
+    }
+
+    /// Every block the device holds with its cursor, in the order they were stored.
+    pub fn number_blocks(&self) -> Result<Vec<BlockCursor>, StoreError> {
+        let mut statement =
+            self.db.prepare("SELECT json, next FROM number_blocks ORDER BY rowid")?;
+        let rows =
+            statement.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))?;
+        let mut cursors = Vec::new();
+        for row in rows {
+            let (json, next) = row?;
+            let block: NumberBlock = serde_json::from_str(&json)
+                .map_err(|error| StoreError::Corrupt(format!("a stored number block: {error}")))?;
+            cursors.push(BlockCursor { block, next });
+        }
+        Ok(cursors)
+    }
+
+    /// Takes the next serial of the oldest block of `doc_type` with serials left, and stores
+    /// the advanced cursor in its own committed transaction before returning it (DOMAIN.md §3,
+    /// block protocol step 2): a crash after this call skips the serial, never reuses it.
+    /// `None` when no block of that type has serials left.
+    pub fn take_number(
+        &mut self,
+        doc_type: &str,
+    ) -> Result<Option<(NumberBlock, i64)>, StoreError> {
+        let tx = self.db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let rows: Vec<(String, String, i64)> = {
+            let mut statement =
+                tx.prepare("SELECT id, json, next FROM number_blocks ORDER BY rowid")?;
+            statement
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+                .collect::<Result<_, _>>()?
+        };
+        for (id, json, next) in rows {
+            let block: NumberBlock = serde_json::from_str(&json)
+                .map_err(|error| StoreError::Corrupt(format!("a stored number block: {error}")))?;
+            if block.doc_type != doc_type {
+                continue;
+            }
+            let mut cursor = BlockCursor { block, next };
+            let Some(serial) = cursor.take() else { continue };
+            tx.execute(
+                "UPDATE number_blocks SET next = ?1 WHERE id = ?2",
+                params![cursor.next, id],
+            )?;
+            tx.commit()?;
+            return Ok(Some((cursor.block, serial)));
+        }
+        Ok(None)
     }
 
     /// The server feed sequence up to which this device has applied every change in its scope.

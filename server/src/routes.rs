@@ -6,7 +6,9 @@ pub(crate) mod blobs;
 mod documents;
 pub(crate) mod enroll;
 mod health;
+mod numbers;
 mod public;
+mod reports;
 mod review;
 pub(crate) mod sync;
 pub(crate) mod token;
@@ -28,6 +30,8 @@ pub(crate) fn router() -> Router<AppState> {
         .merge(blobs::router())
         .merge(documents::router())
         .merge(review::router())
+        .merge(reports::router())
+        .merge(numbers::router())
         .merge(admin::router())
 }
 

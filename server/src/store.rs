@@ -12,14 +12,17 @@ pub(crate) mod blobs;
 mod cache;
 pub(crate) mod changes;
 pub mod check;
+pub(crate) mod deadlines;
 pub(crate) mod device_documents;
 pub(crate) mod devices;
 pub(crate) mod documents;
 pub(crate) mod findings;
 pub(crate) mod idempotency;
+pub(crate) mod numbers;
 pub(crate) mod public;
 pub(crate) mod quarantine;
 pub(crate) mod registry;
+pub(crate) mod reports;
 pub(crate) mod review;
 pub(crate) mod review_flags;
 mod schema;
@@ -624,6 +627,7 @@ impl WorkingDocument {
             },
         )?;
         findings::project(connection, self.doc_id, projection.record(), received_at)?;
+        deadlines::project(connection, self.doc_id, projection.record())?;
         blobs::link_document(connection, self.doc_id, projection.evidence())
     }
 

@@ -33,6 +33,8 @@ use crate::store::registry::{self, Author};
 use crate::{bootstrap, router};
 
 mod convergence;
+mod numbers;
+mod reports;
 mod resync;
 mod review;
 mod revoked;

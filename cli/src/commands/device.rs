@@ -38,9 +38,10 @@ use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 use sync_core::edit::{TextEdit, edit_text, set_field};
 use sync_core::ids::{DocumentId, OfficerId};
+use sync_core::numbers::NumberBlock;
 use sync_core::records::{
-    CaseFile, Evidence, InspectionRecord, OfficerPresent, Party, Procedure, Record, RecordKind,
-    Removal, SERVER_ACTOR, Site, TransitionIssue, create_document, withdraw_evidence,
+    CaseFile, Evidence, InspectionRecord, IssuedDocument, OfficerPresent, Party, Procedure, Record,
+    RecordKind, Removal, SERVER_ACTOR, Site, TransitionIssue, create_document, withdraw_evidence,
 };
 use sync_core::replica::{DeviceDoc, SyncRound};
 use sync_core::scope::{Action, MasterData};
@@ -231,7 +232,21 @@ pub struct EventArgs {
     /// The officer who acted.
     #[arg(long, value_parser = OfficerId::parse)]
     pub officer: Option<OfficerId>,
+    /// With `issue_document`: the document type, whose next number is taken from a block this
+    /// device leased (`fieldcase numbers lease`).
+    #[arg(long, required_if_eq("kind", ISSUE_DOCUMENT))]
+    pub doc_type: Option<String>,
+    /// With `issue_document`: record the number taken as void (作废, a spoiled printout) for
+    /// this reason instead of issuing it.
+    #[arg(long, value_name = "REASON", requires = "doc_type")]
+    pub void: Option<String>,
 }
+
+/// The event that issues a document with the next number of a leased block.
+pub const ISSUE_DOCUMENT: &str = "issue_document";
+
+/// The event that records a taken number as void; the server's reconciliation counts it.
+pub const VOID_NUMBER: &str = "void_number";
 
 /// `fieldcase show`.
 #[derive(Debug, Args)]
@@ -531,7 +546,7 @@ fn find_evidence(
 
 /// Appends an event to a case file's timeline and reports the state it derives.
 pub fn event(settings: &Settings, args: EventArgs) -> Result<Output> {
-    let store = open_store(settings)?;
+    let mut store = open_store(settings)?;
     let mut device_doc = store.load(args.doc)?;
     if device_doc.kind() != Some(RecordKind::Case) {
         bail!(CommandError::new(
@@ -542,25 +557,72 @@ pub fn event(settings: &Settings, args: EventArgs) -> Result<Output> {
             )
         ));
     }
+    if args.doc_type.is_some() && args.kind != ISSUE_DOCUMENT {
+        bail!(CommandError::new(
+            "invalid_argument",
+            format!("--doc-type and --void belong to {ISSUE_DOCUMENT}, not to {}", args.kind)
+        ));
+    }
     let now = now_ms();
+    let mut kind = args.kind.clone();
+    let mut fields: BTreeMap<String, String> = args.fields.into_iter().collect();
+    let mut issued = None;
+    if let Some(doc_type) = &args.doc_type {
+        // The cursor is committed before the number is rendered: a crash from here on skips
+        // the serial, and never hands it out twice.
+        let (block, serial) = take_number(&mut store, doc_type)?;
+        fields.insert("block".to_owned(), block.id.clone());
+        fields.insert("serial".to_owned(), serial.to_string());
+        fields.insert("doc_type".to_owned(), doc_type.clone());
+        let document = IssuedDocument {
+            number: block.render(serial),
+            doc_type: doc_type.clone(),
+            block: block.id,
+            serial,
+            issued_at: now,
+        };
+        match &args.void {
+            Some(reason) => {
+                VOID_NUMBER.clone_into(&mut kind);
+                fields.insert("reason".to_owned(), reason.clone());
+            }
+            None => {
+                fields.insert("number".to_owned(), document.number.clone());
+            }
+        }
+        issued = Some(document);
+    }
     let event_id = uuid::Uuid::new_v4().to_string();
     let doc = device_doc.doc_mut();
     let mut case_file: CaseFile = autosurgeon::hydrate(&*doc).context("reading the case file")?;
+    if let Some(document) = issued.as_ref().filter(|_| args.void.is_none()) {
+        case_file.documents.push(document.clone());
+    }
     case_file.append_event(
         event_id.clone(),
-        args.kind.clone(),
+        kind.clone(),
         args.officer.map(|officer| officer.to_string()).unwrap_or_default(),
         store.actor().to_hex_string(),
         now,
-        args.fields.into_iter().collect(),
+        fields,
     );
     autosurgeon::reconcile(doc, &case_file).context("writing the case file")?;
-    doc.commit_with(commit_options(&format!("event {}", args.kind), now));
+    doc.commit_with(commit_options(&format!("event {kind}"), now));
     store.save(&mut device_doc, now)?;
 
     let fold = case_file.fold();
     let state = fold.state.as_str();
-    let mut text = format!("recorded {} on {}; state: {state}", args.kind, args.doc);
+    let mut text = format!("recorded {kind} on {}; state: {state}", args.doc);
+    if let Some(document) = &issued {
+        match &args.void {
+            Some(_) => {
+                let _ = write!(text, "; serial {} of {} void", document.serial, document.block);
+            }
+            None => {
+                let _ = write!(text, "; number {}", document.number);
+            }
+        }
+    }
     let last = case_file.timeline.len() - 1;
     for issue in &fold.issues {
         if let TransitionIssue::Invalid { index, kind, from } = issue
@@ -571,7 +633,30 @@ pub fn event(settings: &Settings, args: EventArgs) -> Result<Output> {
                 write!(text, "\nwarning: {kind:?} is not allowed in state {from}; recorded anyway");
         }
     }
-    Ok(Output::new(&json!({"id": args.doc.to_string(), "event": event_id, "state": state}), text))
+    let mut printed = json!({"id": args.doc.to_string(), "event": event_id, "state": state});
+    if let Some(document) = issued {
+        printed["block"] = json!(document.block);
+        printed["serial"] = json!(document.serial);
+        printed["number"] =
+            json!(if args.void.is_some() { String::new() } else { document.number });
+        printed["void"] = json!(args.void.is_some());
+    }
+    Ok(Output::new(&printed, text))
+}
+
+/// Takes the next number of a stored block of `doc_type`, its cursor already committed;
+/// `no_number_block` when the device holds no block of that type with numbers left.
+fn take_number(store: &mut ReplicaStore, doc_type: &str) -> Result<(NumberBlock, i64)> {
+    let taken = store.take_number(doc_type).context("taking a document number")?;
+    taken.ok_or_else(|| {
+        anyhow::Error::new(CommandError::new(
+            "no_number_block",
+            format!(
+                "no number block of type {doc_type} with numbers left on this device; lease one \
+                 with `fieldcase numbers lease --doc-type {doc_type}` while online"
+            ),
+        ))
+    })
 }
 
 /// The merged view of one document: record, conflicts and findings.

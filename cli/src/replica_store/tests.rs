@@ -243,3 +243,56 @@ fn a_refork_stores_the_new_actor_and_keeps_the_refused_changes_append_only() {
     assert_eq!(Change::try_from(bytes.as_slice()).unwrap().hash(), refused[0].hash());
     assert_eq!(reason, "duplicate_seq");
 }
+
+fn number_block(id: &str, doc_type: &str, first: i64, last: i64) -> NumberBlock {
+    NumberBlock {
+        id: id.to_owned(),
+        name_agency: "d-yingji".to_owned(),
+        agency_code: "应急".to_owned(),
+        doc_type: doc_type.to_owned(),
+        year: 2026,
+        first,
+        last,
+        device: "dev-1".to_owned(),
+        template: "{代字}罚〔{年}〕{N}号".to_owned(),
+    }
+}
+
+#[test]
+fn a_taken_number_is_stored_before_it_is_used_and_never_handed_out_again() {
+    let home = tempfile::tempdir().unwrap();
+    {
+        let store = ReplicaStore::open(home.path()).unwrap();
+        store.store_number_block(&number_block("nb-a", "onsite_decision", 21, 23)).unwrap();
+    }
+    // A process that takes a number and dies before writing the document it was for.
+    {
+        let mut store = ReplicaStore::open(home.path()).unwrap();
+        let (block, serial) = store.take_number("onsite_decision").unwrap().unwrap();
+        assert_eq!((block.id.as_str(), serial), ("nb-a", 21));
+    }
+    let mut store = ReplicaStore::open(home.path()).unwrap();
+    let cursors = store.number_blocks().unwrap();
+    assert_eq!((cursors.len(), cursors[0].next, cursors[0].remaining()), (1, 22, 2));
+    let serials: Vec<Option<i64>> = (0..3)
+        .map(|_| store.take_number("onsite_decision").unwrap().map(|(_, serial)| serial))
+        .collect();
+    assert_eq!(serials, vec![Some(22), Some(23), None]);
+}
+
+#[test]
+fn numbers_come_from_the_oldest_block_of_the_type_with_numbers_left() {
+    let home = tempfile::tempdir().unwrap();
+    let mut store = ReplicaStore::open(home.path()).unwrap();
+    assert_eq!(store.take_number("onsite_decision").unwrap(), None);
+    store.store_number_block(&number_block("nb-a", "onsite_decision", 1, 1)).unwrap();
+    store.store_number_block(&number_block("nb-n", "notice", 1, 5)).unwrap();
+    store.store_number_block(&number_block("nb-b", "onsite_decision", 41, 42)).unwrap();
+    let taken: Vec<(String, i64)> = (0..4)
+        .filter_map(|_| store.take_number("onsite_decision").unwrap())
+        .map(|(block, serial)| (block.id, serial))
+        .collect();
+    let expected = [("nb-a", 1), ("nb-b", 41), ("nb-b", 42)];
+    assert_eq!(taken, expected.map(|(id, serial)| (id.to_owned(), serial)));
+    assert_eq!(store.number_blocks().unwrap()[1].next, 1, "the notice block is untouched");
+}

@@ -5,8 +5,9 @@
 //! The context holds what the registry knows now: the certificates of the officers the record
 //! names (with the time of their last suspension or revocation from the audit log), the
 //! record's matter, every entrustment item of its township (active or not, with its term), and
-//! the evidence blobs received. Number blocks are not leased by the server yet, so the finding
-//! that needs them (`number_outside_block`) is left out rather than reported for every number.
+//! the evidence blobs received, the number blocks its documents name (`store::numbers`) and
+//! which of its document numbers other documents hold too. The record's numbers are projected
+//! into `document_numbers` first, so that the rules read them next to everyone else's.
 
 use std::collections::HashSet;
 
@@ -19,10 +20,7 @@ use sync_core::validate::{
 };
 
 use crate::store::registry::{self, json_column};
-use crate::store::{StoreError, blobs, review_flags};
-
-/// Findings that need registry facts the server does not keep yet.
-const UNKNOWN_CONTEXT: [&str; 1] = ["number_outside_block"];
+use crate::store::{StoreError, blobs, numbers, review_flags};
 
 /// Every finding of `record` judged against the registry as it stands at `now_ms`.
 pub(crate) fn registry_findings(
@@ -31,10 +29,7 @@ pub(crate) fn registry_findings(
     now_ms: i64,
 ) -> Result<Vec<Finding>, StoreError> {
     let context = rule_context(connection, record, now_ms)?;
-    Ok(findings_with(record, &context)
-        .into_iter()
-        .filter(|finding| !UNKNOWN_CONTEXT.contains(&finding.code))
-        .collect())
+    Ok(findings_with(record, &context))
 }
 
 /// Replaces the stored finding codes of a document with those of its merged `record` and the
@@ -46,6 +41,7 @@ pub(crate) fn project(
     record: Option<&Record>,
     now_ms: i64,
 ) -> Result<(), StoreError> {
+    numbers::project(connection, doc_id, record)?;
     connection
         .prepare_cached("DELETE FROM document_findings WHERE doc_id = ?1")?
         .execute([doc_id.as_bytes()])?;
@@ -84,13 +80,33 @@ pub(crate) fn rule_context(
         certificates.extend(certificates_of(connection, officer)?);
     }
     let hashes: Vec<String> = record.evidence().iter().map(|item| item.sha256.clone()).collect();
+    let (number_blocks, numbers_used_elsewhere) = match record {
+        Record::Case(case_file) => {
+            let mut block_ids: Vec<&str> = case_file
+                .documents
+                .iter()
+                .map(|document| document.block.as_str())
+                .filter(|block| !block.is_empty())
+                .collect();
+            block_ids.sort_unstable();
+            block_ids.dedup();
+            let numbers: Vec<&str> =
+                case_file.documents.iter().map(|document| document.number.as_str()).collect();
+            (
+                numbers::blocks(connection, &block_ids)?,
+                numbers::used_by_several(connection, &numbers)?,
+            )
+        }
+        Record::Inspection(_) => (Vec::new(), HashSet::new()),
+    };
     Ok(RuleContext {
         certificates,
         matter: matter_facts(connection, record.matter())?,
         entrustments: entrustment_facts(connection, record.township())?,
         blobs_received: Some(blobs::present(connection, &hashes)?),
+        number_blocks,
+        numbers_used_elsewhere,
         now_ms,
-        ..RuleContext::default()
     })
 }
 

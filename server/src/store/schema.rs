@@ -282,6 +282,63 @@ const MIGRATIONS: &[&str] = &[
         SELECT RAISE(ABORT, 'review_flags is append-only');
     END;
     ",
+    // 7: issue 6, reports: the open statutory deadlines of each case, its procedure and key
+    // dates, and the officers each record names, projected at every merge (`store::deadlines`).
+    "
+    CREATE TABLE document_deadlines (
+        doc_id BLOB NOT NULL,
+        code TEXT NOT NULL,
+        from_event TEXT NOT NULL,
+        due INTEGER NOT NULL,
+        provisional INTEGER NOT NULL,
+        PRIMARY KEY (doc_id, code)
+    );
+    CREATE INDEX document_deadlines_due ON document_deadlines (due, doc_id);
+
+    CREATE TABLE document_cases (
+        doc_id BLOB PRIMARY KEY,
+        procedure TEXT NOT NULL,
+        name_agency TEXT NOT NULL,
+        filed_at INTEGER,
+        decided_at INTEGER
+    );
+
+    CREATE TABLE document_officers (
+        doc_id BLOB NOT NULL,
+        officer TEXT NOT NULL,
+        PRIMARY KEY (doc_id, officer)
+    );
+    CREATE INDEX document_officers_officer ON document_officers (officer, doc_id);
+    ", // 8: issue 5, document numbers (DOMAIN.md §3): the blocks leased to devices, one row per
+    // lease, and the numbers the merged case files use or void, projected at every merge
+    // (`store::numbers`).
+    "
+    CREATE TABLE number_blocks (
+        id TEXT PRIMARY KEY,
+        name_agency TEXT NOT NULL,
+        agency_code TEXT NOT NULL,
+        doc_type TEXT NOT NULL,
+        year INTEGER NOT NULL,
+        first INTEGER NOT NULL,
+        last INTEGER NOT NULL,
+        device TEXT NOT NULL,
+        template TEXT NOT NULL,
+        leased_at INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        UNIQUE (name_agency, doc_type, year, first)
+    );
+
+    CREATE TABLE document_numbers (
+        doc_id BLOB NOT NULL,
+        block TEXT NOT NULL,
+        serial INTEGER NOT NULL,
+        number TEXT NOT NULL,
+        void_reason TEXT
+    );
+    CREATE INDEX document_numbers_doc ON document_numbers (doc_id);
+    CREATE INDEX document_numbers_block ON document_numbers (block, serial);
+    CREATE INDEX document_numbers_number ON document_numbers (number);
+    ",
 ];
 
 /// Prepared statements kept per connection. rusqlite's default of 16 is fewer than the

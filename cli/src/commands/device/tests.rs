@@ -269,6 +269,62 @@ fn events_derive_the_case_state_and_a_device_can_only_request_filing() {
 }
 
 #[test]
+fn issue_document_takes_the_stored_numbers_in_order_and_void_records_the_serial() {
+    // Arrange: a case file and a two-number block, stored as `numbers lease` stores it.
+    let device = Device::new();
+    let case = device
+        .run("case-new --matter M1 --party-name 李四 --party-id 110101 --officer o1")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    check_refused(
+        &device,
+        &format!("event {case} issue_document --doc-type onsite"),
+        "no_number_block",
+    );
+    let block = NumberBlock {
+        id: "nb-1".to_owned(),
+        name_agency: "d-yingji".to_owned(),
+        agency_code: "应急".to_owned(),
+        doc_type: "onsite".to_owned(),
+        year: 2026,
+        first: 7,
+        last: 8,
+        device: "dev-1".to_owned(),
+        template: "{代字}罚〔{年}〕{N}号".to_owned(),
+    };
+    ReplicaStore::open(device.home.path()).unwrap().store_number_block(&block).unwrap();
+
+    // Act
+    let voided = device
+        .run(&format!("event {case} issue_document --doc-type onsite --void 打印错误"))
+        .unwrap();
+    let issued = device.run(&format!("event {case} issue_document --doc-type onsite")).unwrap();
+    let used_up =
+        device.run(&format!("event {case} issue_document --doc-type onsite")).unwrap_err();
+    let shown = device.run(&format!("show {case}")).unwrap();
+
+    // Assert
+    assert_eq!((voided["serial"].as_i64(), voided["void"].as_bool()), (Some(7), Some(true)));
+    assert_eq!(issued["number"], "应急罚〔2026〕8号");
+    assert_eq!(crate::commands::error_code(&used_up), "no_number_block");
+    let documents = shown["record"]["documents"].as_array().unwrap();
+    assert_eq!(documents.len(), 1, "a void number issues no document: {documents:?}");
+    assert_eq!(documents[0]["number"], "应急罚〔2026〕8号");
+    assert_eq!(
+        (documents[0]["block"].as_str(), documents[0]["serial"].as_i64()),
+        (Some("nb-1"), Some(8))
+    );
+    let timeline = shown["record"]["timeline"].as_array().unwrap();
+    assert_eq!(timeline[0]["kind"], "void_number");
+    assert_eq!(timeline[0]["fields"]["serial"], "7");
+    assert_eq!(timeline[0]["fields"]["reason"], "打印错误");
+    assert_eq!(timeline[1]["kind"], "issue_document");
+    assert_eq!(timeline[1]["fields"]["number"], "应急罚〔2026〕8号");
+}
+
+#[test]
 fn list_shows_every_document_with_status_and_pending_state() {
     let device = Device::new();
     let doc = device.new_inspection();

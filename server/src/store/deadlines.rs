@@ -1,0 +1,84 @@
+//! The projections the supervision reports query (issue 6), written at every merge beside the
+//! findings: a case's open statutory deadlines (sync-core `deadlines::open_deadlines` on the
+//! shipped holiday calendar) into `document_deadlines`, its procedure, name agency and key dates
+//! into `document_cases`, and the officers any record names into `document_officers`.
+//!
+//! Each merge replaces the document's rows, so they always describe the merged record; a
+//! document that is not a readable record has none.
+
+use std::sync::LazyLock;
+
+use rusqlite::{Connection, params};
+use sync_core::calendar::Calendar;
+use sync_core::deadlines::open_deadlines;
+use sync_core::ids::DocumentId;
+use sync_core::records::{CaseFile, Record};
+
+use crate::store::StoreError;
+
+/// The holiday calendar shipped with this build, parsed once.
+static CALENDAR: LazyLock<Calendar> = LazyLock::new(Calendar::shipped);
+
+/// Replaces the deadline, case and officer rows of a document with those of its merged
+/// `record`.
+pub(crate) fn project(
+    connection: &Connection,
+    doc_id: DocumentId,
+    record: Option<&Record>,
+) -> Result<(), StoreError> {
+    for table in ["document_deadlines", "document_cases", "document_officers"] {
+        connection
+            .prepare_cached(&format!("DELETE FROM {table} WHERE doc_id = ?1"))?
+            .execute([doc_id.as_bytes()])?;
+    }
+    let Some(record) = record else { return Ok(()) };
+    let mut insert_officer = connection.prepare_cached(
+        "INSERT OR IGNORE INTO document_officers (doc_id, officer) VALUES (?1, ?2)",
+    )?;
+    for present in record.officers() {
+        if !present.officer.is_empty() {
+            insert_officer.execute(params![doc_id.as_bytes(), present.officer])?;
+        }
+    }
+    if let Record::Case(case_file) = record {
+        project_case(connection, doc_id, case_file)?;
+    }
+    Ok(())
+}
+
+fn project_case(
+    connection: &Connection,
+    doc_id: DocumentId,
+    case_file: &CaseFile,
+) -> Result<(), StoreError> {
+    // The first event of a kind, as the deadline rules read it.
+    let time_of = |kind: &str| {
+        case_file.timeline.iter().find(|event| event.kind == kind).map(|event| event.device_time)
+    };
+    connection
+        .prepare_cached(
+            "INSERT INTO document_cases (doc_id, procedure, name_agency, filed_at, decided_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![
+            doc_id.as_bytes(),
+            case_file.procedure,
+            case_file.name_agency,
+            time_of("file"),
+            time_of("decide"),
+        ])?;
+    let mut insert = connection.prepare_cached(
+        "INSERT OR REPLACE INTO document_deadlines (doc_id, code, from_event, due, provisional) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for deadline in open_deadlines(case_file, &CALENDAR) {
+        insert.execute(params![
+            doc_id.as_bytes(),
+            deadline.code,
+            deadline.from_event,
+            deadline.due,
+            deadline.provisional,
+        ])?;
+    }
+    Ok(())
+}
