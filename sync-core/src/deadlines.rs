@@ -43,7 +43,7 @@ pub fn open_deadlines(case_file: &CaseFile, calendar: &Calendar) -> Vec<Deadline
             .timeline
             .iter()
             .rev()
-            .find(|event| event.kind == kind)
+            .find(|event| event.kind == kind && crate::validate::counts(event))
             .map(|event| event.device_time)
     };
     let mut open = Vec::new();
@@ -121,6 +121,20 @@ fn end_of_day(ms: i64) -> i64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_device_written_filing_starts_no_clock() {
+        let mut case_file = case_with(&[]);
+        case_file.append_event(
+            "e0".to_owned(),
+            "file".to_owned(),
+            "o-1".to_owned(),
+            "aa".to_owned(),
+            ms("2026-01-05"),
+            BTreeMap::new(),
+        );
+        assert!(codes(&case_file).is_empty());
+    }
+
     use std::collections::BTreeMap;
 
     use super::*;

@@ -178,8 +178,21 @@ fn act_time(record: &Record) -> i64 {
     }
 }
 
+/// The time of the first event of `kind` that counts: a server-authored kind counts only when
+/// the server wrote it, as in the case fold (a device's own `file` starts no clock).
 fn event_time(case_file: &CaseFile, kind: &str) -> Option<i64> {
-    case_file.timeline.iter().find(|event| event.kind == kind).map(|event| event.device_time)
+    case_file
+        .timeline
+        .iter()
+        .find(|event| event.kind == kind && counts(event))
+        .map(|event| event.device_time)
+}
+
+/// Whether an event counts for the procedure: any event a device may write, and
+/// server-authored kinds only when the server wrote them.
+pub(crate) fn counts(event: &crate::records::TimelineEvent) -> bool {
+    !crate::records::SERVER_AUTHORED.contains(&event.kind.as_str())
+        || event.actor == crate::records::server_actor_hex()
 }
 
 fn officer_count(record: &Record, out: &mut Vec<Finding>) {

@@ -1,4 +1,4 @@
-//! The supervision reports end to end (issue 6): a case filed on a real device shows on the
+//! The supervision reports end to end (issue 6): a case filed on a supervisor's grant shows on the
 //! supervisor's overdue board and assessment through `fieldcase report`, as JSON and as CSV with
 //! a BOM; an officer's device may not read them.
 
@@ -12,7 +12,8 @@ fn rows<'a>(report: &'a Value, key: &str) -> &'a [Value] {
 
 #[test]
 fn a_filed_case_reaches_the_overdue_board_and_the_assessment_as_json_and_csv() {
-    // Arrange: an officer files a case with a colleague present and syncs it.
+    // Arrange: an officer requests filing (立案) of a case with a colleague present, and the
+    // supervisor grants it; the server-authored filing starts the 90-day clock.
     let server = TestServer::spawn_demo();
     let demo = server.demo().clone();
     let (officer, _) = Device::enrolled(&server, &demo.officers[0].code);
@@ -32,8 +33,10 @@ fn a_filed_case_reaches_the_overdue_board_and_the_assessment_as_json_and_csv() {
         .as_str()
         .expect("the case id")
         .to_owned();
-    officer.json(&["event", &case, "file"]);
+    let request = officer.json(&["event", &case, "request_file"]);
     officer.json(&["sync"]);
+    let request_id = request["event"].as_str().expect("the request event id");
+    supervisor.json(&["review", "grant", &case, request_id]);
 
     // Act
     let board = supervisor.json(&["report", "overdue"]);

@@ -13,7 +13,9 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use serde_json::{Value, json};
 use sync_core::ids::DocumentId;
-use sync_core::records::{CaseFile, OfficerPresent, Party, Penalty, Procedure, create_document};
+use sync_core::records::{
+    CaseFile, OfficerPresent, Party, Penalty, Procedure, SERVER_ACTOR, create_document,
+};
 
 use crate::auth::now_millis;
 use crate::fixtures::doc_id;
@@ -90,7 +92,9 @@ fn case_of(
 
 /// Stores a record through the store's merge, as a sync would.
 fn seed(api: &TestApi, id: DocumentId, case_file: &CaseFile) {
-    let mut doc = create_document(&ActorId::from([9; 16]), case_file, now_millis()).unwrap();
+    // Written by the server's actor, as granted filings and decisions are: a device's own
+    // `file` starts no clock.
+    let mut doc = create_document(&ActorId::from(SERVER_ACTOR), case_file, now_millis()).unwrap();
     let changes = doc.get_changes(&[]);
     api.state.store().merge_unchecked(vec![(id, changes)], now_millis()).expect("merging");
 }
