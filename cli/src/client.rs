@@ -313,6 +313,23 @@ pub mod paths {
         path
     }
 
+    /// `POST`: generates a quarterly case report.
+    pub const QUARTERLY_REPORTS: &str = "/v1/reports/quarterly";
+
+    /// `GET`: a stored quarterly case report, with its query parameters; `POST` with `step`
+    /// `submit` or `acknowledge` records that step.
+    pub fn quarterly_report(id: &str, step: Option<&str>, query: &[(&str, &str)]) -> String {
+        let mut path = format!("/v1/reports/quarterly/{}", encode_segment(id));
+        if let Some(step) = step {
+            let _ = write!(path, "/{}", encode_segment(step));
+        }
+        for (index, (name, value)) in query.iter().enumerate() {
+            let separator = if index == 0 { '?' } else { '&' };
+            let _ = write!(path, "{separator}{}={}", encode_segment(name), encode_segment(value));
+        }
+        path
+    }
+
     /// `POST`: leases a block of document numbers to the calling officer's device.
     pub const NUMBERS_LEASE: &str = "/v1/numbers/lease";
 

@@ -138,6 +138,15 @@ pub enum ApiError {
     /// A review action names a path, value or event the record cannot take.
     #[error("{0}")]
     InvalidEdit(String),
+    /// A quarterly report is submitted once.
+    #[error("{0}")]
+    AlreadySubmitted(String),
+    /// A quarterly report is acknowledged only after it was submitted.
+    #[error("{0}")]
+    NotSubmitted(String),
+    /// A quarterly report is acknowledged once.
+    #[error("{0}")]
+    AlreadyAcknowledged(String),
     /// A query string parameter that does not parse.
     #[error("{0}")]
     InvalidQuery(String),
@@ -220,6 +229,9 @@ impl ApiError {
             Self::InvalidEdit(_) => "invalid_edit",
             Self::InvalidQuery(_) => "invalid_query",
             Self::IdempotencyConflict(_) => "idempotency_conflict",
+            Self::AlreadySubmitted(_) => "already_submitted",
+            Self::NotSubmitted(_) => "not_submitted",
+            Self::AlreadyAcknowledged(_) => "already_acknowledged",
             Self::InvalidIdempotencyKey(_) => "invalid_idempotency_key",
             Self::DocumentQuota(_) => "document_quota",
             Self::UploadOffsetMismatch { .. } => "upload_offset_mismatch",
@@ -272,6 +284,9 @@ impl ApiError {
             | Self::DeviceAlreadyEnrolled
             | Self::AlreadyExists(_)
             | Self::IdempotencyConflict(_)
+            | Self::AlreadySubmitted(_)
+            | Self::NotSubmitted(_)
+            | Self::AlreadyAcknowledged(_)
             | Self::UploadOffsetMismatch { .. } => StatusCode::CONFLICT,
             Self::BatchTooLarge { .. }
             | Self::DocumentQuota(_)
@@ -430,6 +445,9 @@ impl From<Refusal> for ApiError {
             Refusal::IdempotencyConflict(_) => Self::IdempotencyConflict(refusal.to_string()),
             Refusal::DocumentQuota(message) => Self::DocumentQuota(message),
             Refusal::InvalidEdit(message) => Self::InvalidEdit(message),
+            Refusal::AlreadySubmitted(message) => Self::AlreadySubmitted(message),
+            Refusal::NotSubmitted(message) => Self::NotSubmitted(message),
+            Refusal::AlreadyAcknowledged(message) => Self::AlreadyAcknowledged(message),
         }
     }
 }

@@ -8,6 +8,7 @@ pub(crate) mod enroll;
 mod health;
 mod numbers;
 mod public;
+mod quarterly;
 mod reports;
 mod review;
 pub(crate) mod sync;
@@ -31,6 +32,7 @@ pub(crate) fn router() -> Router<AppState> {
         .merge(documents::router())
         .merge(review::router())
         .merge(reports::router())
+        .merge(quarterly::router())
         .merge(numbers::router())
         .merge(admin::router())
 }

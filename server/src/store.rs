@@ -21,6 +21,7 @@ pub(crate) mod idempotency;
 pub(crate) mod numbers;
 pub(crate) mod public;
 pub(crate) mod quarantine;
+pub(crate) mod quarterly;
 pub(crate) mod registry;
 pub(crate) mod reports;
 pub(crate) mod review;
@@ -164,6 +165,15 @@ pub enum Refusal {
     /// A server-authored edit names a path, value or event the record cannot take.
     #[error("{0}")]
     InvalidEdit(String),
+    /// The quarterly report was already submitted.
+    #[error("{0}")]
+    AlreadySubmitted(String),
+    /// The quarterly report must be submitted before it is acknowledged.
+    #[error("{0}")]
+    NotSubmitted(String),
+    /// The quarterly report was already acknowledged.
+    #[error("{0}")]
+    AlreadyAcknowledged(String),
 }
 
 /// Who uploads changes: written on every change row they add.

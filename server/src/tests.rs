@@ -34,6 +34,7 @@ use crate::{bootstrap, router};
 
 mod convergence;
 mod numbers;
+mod quarterly;
 mod reports;
 mod resync;
 mod review;

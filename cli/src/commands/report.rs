@@ -1,5 +1,6 @@
 //! `fieldcase report ...`: the supervision reports (issue 6) through the enrolled supervisor's
-//! (or admin's) device session: the overdue board, the alerts and the officer assessment.
+//! (or admin's) device session: the overdue board, the alerts, the officer assessment, and the
+//! quarterly case report (`quarterly`, `submit`, `acknowledge`).
 //!
 //! `--json` prints the server's JSON as it is; `--format csv` prints the server's CSV (UTF-8
 //! with a BOM) as it is, with or without `--json`; otherwise a short table for people.
@@ -26,6 +27,37 @@ pub enum ReportCommand {
     /// Per officer and township: volume, overdue, findings, veto items, returns, certificate
     /// status; never an amount.
     Assessment(AssessmentArgs),
+    /// Generates the quarterly case report (案件报告) of a township to its entrusting
+    /// department and prints it (`--format csv`: its case list).
+    Quarterly(QuarterlyArgs),
+    /// Records that the township submitted a quarterly report (once).
+    Submit(ReportIdArgs),
+    /// Records that the department acknowledged a submitted quarterly report (once).
+    Acknowledge(ReportIdArgs),
+}
+
+/// `fieldcase report quarterly`.
+#[derive(Debug, Args)]
+pub struct QuarterlyArgs {
+    /// The entrusting department (agency id).
+    #[arg(long)]
+    pub department: String,
+    /// The reporting township (agency id).
+    #[arg(long)]
+    pub township: String,
+    /// The quarter, `YYYY-Qn`.
+    #[arg(long)]
+    pub quarter: String,
+    /// The format.
+    #[command(flatten)]
+    pub format: FormatArgs,
+}
+
+/// A stored quarterly report.
+#[derive(Debug, Args)]
+pub struct ReportIdArgs {
+    /// The report id (`qr-...`).
+    pub id: String,
 }
 
 /// The format the server answers in.
@@ -68,6 +100,9 @@ pub fn report(settings: &Settings, command: &ReportCommand) -> Result<Output> {
     let mut session = Session::open(Client::new(&settings.server), &settings.home)
         .context("opening the device session")?;
     let (name, mut query, format) = match command {
+        ReportCommand::Quarterly(args) => return quarterly(&mut session, args),
+        ReportCommand::Submit(args) => return step(&mut session, &args.id, "submit"),
+        ReportCommand::Acknowledge(args) => return step(&mut session, &args.id, "acknowledge"),
         ReportCommand::Overdue(args) => ("overdue", Vec::new(), args.format),
         ReportCommand::Alerts(args) => ("alerts", Vec::new(), args.format),
         ReportCommand::Assessment(args) => {
@@ -98,8 +133,94 @@ pub fn report(settings: &Settings, command: &ReportCommand) -> Result<Output> {
         ReportCommand::Overdue(_) => render_overdue(&report),
         ReportCommand::Alerts(_) => render_alerts(&report),
         ReportCommand::Assessment(_) => render_assessment(&report),
+        ReportCommand::Quarterly(_) | ReportCommand::Submit(_) | ReportCommand::Acknowledge(_) => {
+            unreachable!("answered above")
+        }
     };
     Ok(Output::new(&report, text))
+}
+
+/// Generates a quarterly report; prints its JSON, or fetches its case list as CSV.
+fn quarterly(session: &mut Session, args: &QuarterlyArgs) -> Result<Output> {
+    let request = serde_json::json!({
+        "department": args.department,
+        "township": args.township,
+        "quarter": args.quarter,
+    });
+    let report = session
+        .post_json(paths::QUARTERLY_REPORTS, &request)
+        .context("generating the quarterly report")?;
+    let id = report["id"].as_str().context("the report has no id")?.to_owned();
+    if args.format.format == ReportFormat::Csv {
+        let body = session
+            .send(
+                "GET",
+                &paths::quarterly_report(&id, None, &[("format", "csv")]),
+                None,
+                Vec::new(),
+            )
+            .and_then(crate::client::RawResponse::into_body)
+            .context("reading the quarterly report as CSV")?;
+        let text = String::from_utf8(body).context("the CSV report is not UTF-8")?;
+        return Ok(Output::verbatim(text));
+    }
+    let text = render_quarterly(&report);
+    Ok(Output::new(&report, text))
+}
+
+/// Records `submit` or `acknowledge` of a quarterly report.
+fn step(session: &mut Session, id: &str, step: &str) -> Result<Output> {
+    let report = session
+        .post_json(&paths::quarterly_report(id, Some(step), &[]), &serde_json::json!({}))
+        .with_context(|| format!("recording {step} of quarterly report {id}"))?;
+    let text = format!(
+        "{id}: submitted {} by {}, acknowledged {} by {}",
+        cell(&report["submitted_at"]),
+        cell(&report["submitted_by"]),
+        cell(&report["acknowledged_at"]),
+        cell(&report["acknowledged_by"]),
+    );
+    Ok(Output::new(&report, text))
+}
+
+fn render_quarterly(report: &Value) -> String {
+    let body = &report["body"];
+    let mut text = format!(
+        "{} quarterly report {} of {} to {}",
+        cell(&report["quarter"]),
+        cell(&report["id"]),
+        cell(&report["township"]),
+        cell(&report["department"]),
+    );
+    for row in rows(body, "counts") {
+        let _ = write!(
+            text,
+            "\n  {:<10}  {:<8}  {:<22}  {}",
+            cell(&row["matter"]),
+            cell(&row["procedure"]),
+            cell(&row["outcome"]),
+            cell(&row["cases"]),
+        );
+    }
+    for case in rows(body, "cases") {
+        let _ = write!(
+            text,
+            "\n  {}  {:<20}  {:<20}  {:<22}  overdue {}",
+            cell(&case["doc_id"]),
+            cell(&case["case_no"]),
+            cell(&case["party"]),
+            cell(&case["outcome"]),
+            cell(&case["overdue"]),
+        );
+    }
+    let filing = &body["summary_filing"];
+    let _ = write!(
+        text,
+        "\nsummary cases filed with the agency: {} of {}",
+        cell(&filing["filed_with_agency"]),
+        cell(&filing["summary_cases"]),
+    );
+    text
 }
 
 fn cell(value: &Value) -> String {

@@ -43,7 +43,10 @@ pub(crate) fn router() -> Router<AppState> {
 }
 
 /// A caller who may read reports: a supervisor or an admin.
-struct Supervisor;
+pub(crate) struct Supervisor {
+    /// The caller's officer id, recorded as the author of a quarterly report step.
+    pub(crate) officer: String,
+}
 
 impl FromRequestParts<AppState> for Supervisor {
     type Rejection = ApiError;
@@ -51,7 +54,7 @@ impl FromRequestParts<AppState> for Supervisor {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let caller = Caller::from_request_parts(parts, state).await?;
         match caller.role {
-            Role::Supervisor | Role::Admin => Ok(Self),
+            Role::Supervisor | Role::Admin => Ok(Self { officer: caller.officer }),
             Role::Officer => Err(ApiError::Forbidden(
                 "reports are for supervisors and admins; role officer may not read them".to_owned(),
             )),
@@ -62,8 +65,8 @@ impl FromRequestParts<AppState> for Supervisor {
 /// `?format=json|csv` of the overdue board and the alerts.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FormatQuery {
-    format: Option<String>,
+pub(crate) struct FormatQuery {
+    pub(crate) format: Option<String>,
 }
 
 /// The assessment's query string: the period as `YYYY-MM-DD` (UTC days, both inclusive).
@@ -76,7 +79,7 @@ struct AssessmentQuery {
 }
 
 /// Whether the answer is CSV; refuses a format other than `json` and `csv`.
-fn wants_csv(format: Option<&str>) -> Result<bool, ApiError> {
+pub(crate) fn wants_csv(format: Option<&str>) -> Result<bool, ApiError> {
     match format {
         None | Some("json") => Ok(false),
         Some("csv") => Ok(true),
@@ -86,7 +89,7 @@ fn wants_csv(format: Option<&str>) -> Result<bool, ApiError> {
     }
 }
 
-fn parse_query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+pub(crate) fn parse_query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     query
         .map(|Query(query)| query)
         .map_err(|rejection| ApiError::InvalidQuery(rejection.body_text()))
@@ -268,7 +271,7 @@ fn group_duplicates(rows: Vec<DuplicateRow>) -> Vec<DuplicateAlert> {
 
 /// An ID number or credit code with all but its first six and last four characters hidden;
 /// shorter keys keep only their last two.
-fn mask(key: &str) -> String {
+pub(crate) fn mask(key: &str) -> String {
     let chars: Vec<char> = key.chars().collect();
     let (head, tail) = if chars.len() > 10 { (6, 4) } else { (0, chars.len().min(2)) };
     chars
@@ -364,25 +367,25 @@ fn start_of_day(day: &str) -> Result<i64, ApiError> {
 }
 
 /// The UTC day of a time, `YYYY-MM-DD`.
-fn date_of(ms: i64) -> String {
+pub(crate) fn date_of(ms: i64) -> String {
     DateTime::from_timestamp_millis(ms)
         .map(|time| time.format("%Y-%m-%d").to_string())
         .unwrap_or_default()
 }
 
 /// A CSV document (RFC 4180, CRLF line ends) that starts with a BOM and a header row.
-struct Csv {
+pub(crate) struct Csv {
     text: String,
 }
 
 impl Csv {
-    fn new(header: &[&str]) -> Self {
+    pub(crate) fn new(header: &[&str]) -> Self {
         let mut table = Self { text: BOM.to_owned() };
         table.row(header);
         table
     }
 
-    fn row(&mut self, cells: &[&str]) {
+    pub(crate) fn row(&mut self, cells: &[&str]) {
         for (index, cell) in cells.iter().enumerate() {
             if index > 0 {
                 self.text.push(',');
@@ -398,7 +401,7 @@ impl Csv {
         self.text.push_str("\r\n");
     }
 
-    fn into_response(self) -> Response {
+    pub(crate) fn into_response(self) -> Response {
         ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], self.text).into_response()
     }
 }

@@ -5,6 +5,8 @@
 //! supervisor) written by one writer job (`store::review::write_server_change`), and answers
 //! with the review view of the record after it; devices receive the change through the feed.
 
+mod changed;
+
 use std::collections::HashMap;
 
 use automerge::AutoCommit;
@@ -224,8 +226,17 @@ async fn act(
     Ok(Json(run_blocking(move || review_view(&store, doc_id)).await?))
 }
 
+/// How many of a record's latest changes get `changed` in the history; older entries get
+/// `"changed": null`. Each diff renders the record twice at the change's heads, so this bounds
+/// the work of one view at 400 renderings of the record, however long its history.
+const MAX_DIFFED_CHANGES: usize = 200;
+
 /// The merged view with the registry-aware findings, the history, the quarantined changes,
 /// the writers of conflicting values and the review state.
+///
+/// Each history entry carries `changed`, what the change did to the record as JSON
+/// (`[{"path", "before", "after"}]`, `changed::changed`), for the last [`MAX_DIFFED_CHANGES`]
+/// changes in feed order only; older entries carry `null`.
 fn review_view(store: &Store, doc_id: DocumentId) -> Result<Value, ApiError> {
     let not_found = || ApiError::ObjectNotFound(format!("document {doc_id} is not found"));
     let doc = store.document(doc_id)?.ok_or_else(not_found)?;
@@ -277,9 +288,16 @@ fn review_view(store: &Store, doc_id: DocumentId) -> Result<Value, ApiError> {
             }
         }
     }
+    let diffed_from = history.len().saturating_sub(MAX_DIFFED_CHANGES);
     json["history"] = history
         .into_iter()
-        .map(|entry| {
+        .enumerate()
+        .map(|(index, entry)| {
+            let changed = if index >= diffed_from {
+                changed::changed(&doc, entry.hash, &entry.deps)
+            } else {
+                Value::Null
+            };
             json!({
                 "feed_seq": entry.feed_seq,
                 "hash": entry.hash.to_string(),
@@ -290,6 +308,7 @@ fn review_view(store: &Store, doc_id: DocumentId) -> Result<Value, ApiError> {
                 "received_at": entry.received_at,
                 "device_time": entry.device_time,
                 "message": entry.message,
+                "changed": changed,
             })
         })
         .collect();

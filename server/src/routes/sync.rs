@@ -438,25 +438,29 @@ impl SyncRound {
         Ok((kept, quarantined))
     }
 
-    /// Splits off the uploads that would change an approved record (sealed, docs/review.md):
-    /// their new changes go to quarantine, neither merged nor lost, after the same scope and
-    /// actor checks a merge makes. Uploads whose changes the server holds already pass.
+    /// Splits off the uploads that would change a sealed record (approved, signed or served,
+    /// docs/review.md): their new changes go to quarantine with why the record is sealed,
+    /// neither merged nor lost, after the same scope and actor checks a merge makes. Uploads
+    /// whose changes the server holds already pass.
+    ///
+    /// Sealing is read from the stored projection, before this upload merges: the upload that
+    /// signs or serves a record is merged whole, changes it carries after the signature
+    /// included, and every later upload is refused.
     #[allow(clippy::type_complexity)]
     fn quarantine_sealed(
         &self,
         uploads: Vec<DocumentUpload>,
         connection: &rusqlite::Connection,
-    ) -> Result<(Vec<DocumentUpload>, Vec<(DocumentId, Vec<automerge::Change>)>), StoreError> {
+    ) -> Result<(Vec<DocumentUpload>, Vec<(DocumentId, Vec<automerge::Change>, String)>), StoreError>
+    {
         let Some(policy) = &self.policy else { return Ok((uploads, Vec::new())) };
         let mut kept = Vec::with_capacity(uploads.len());
         let mut sealed = Vec::new();
         for upload in uploads {
-            let approved = review::review_state(connection, upload.doc_id)?.as_deref()
-                == Some(review::APPROVED);
-            if !approved {
+            let Some(sealed_state) = review::sealed_state(connection, upload.doc_id)? else {
                 kept.push(upload);
                 continue;
-            }
+            };
             let mut new_changes = Vec::new();
             for change in &upload.changes {
                 if !changes::is_stored(connection, upload.doc_id, &change.hash())? {
@@ -473,7 +477,7 @@ impl SyncRound {
             for change in &new_changes {
                 policy.check_actor(change.actor_id())?;
             }
-            sealed.push((upload.doc_id, new_changes));
+            sealed.push((upload.doc_id, new_changes, sealed_state));
         }
         Ok((kept, sealed))
     }
@@ -720,13 +724,13 @@ impl SyncRound {
                     self.received_at,
                 )?;
             }
-            for (doc_id, changes) in &mut sealed {
+            for (doc_id, changes, sealed_state) in &mut sealed {
                 quarantine::insert(
                     connection,
                     *doc_id,
                     changes,
                     policy.attribution(),
-                    "record_locked: the record was approved and is sealed",
+                    &format!("record_locked: the record was {sealed_state} and is sealed"),
                     self.received_at,
                 )?;
             }
@@ -800,12 +804,12 @@ impl SyncRound {
                     },
                 }
             }))
-            .chain(sealed.iter().map(|(doc_id, _)| DocResult {
+            .chain(sealed.iter().map(|(doc_id, _, sealed_state)| DocResult {
                 doc_id: *doc_id,
                 outcome: DocOutcome::Rejected {
                     code: "record_locked".to_owned(),
                     message: format!(
-                        "record {doc_id} was approved and is sealed; its changes are kept in \
+                        "record {doc_id} was {sealed_state} and is sealed; its changes are kept in \
                          quarantine for a supervisor to review, and corrections go into an \
                          amendment record"
                     ),

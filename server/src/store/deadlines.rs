@@ -1,7 +1,8 @@
 //! The projections the supervision reports query (issue 6), written at every merge beside the
 //! findings: a case's open statutory deadlines (sync-core `deadlines::open_deadlines` on the
-//! shipped holiday calendar) into `document_deadlines`, its procedure, name agency and key dates
-//! into `document_cases`, and the officers any record names into `document_officers`.
+//! shipped holiday calendar) into `document_deadlines`, its procedure, name agency, key dates,
+//! hearing, legal review and agency-filing flags into `document_cases`, and the officers any
+//! record names into `document_officers`.
 //!
 //! Each merge replaces the document's rows, so they always describe the merged record; a
 //! document that is not a readable record has none.
@@ -57,8 +58,9 @@ fn project_case(
     };
     connection
         .prepare_cached(
-            "INSERT INTO document_cases (doc_id, procedure, name_agency, filed_at, decided_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO document_cases (doc_id, procedure, name_agency, filed_at, decided_at, \
+             issued_at, hearing, legal_review, filed_with_agency) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )?
         .execute(params![
             doc_id.as_bytes(),
@@ -66,6 +68,10 @@ fn project_case(
             case_file.name_agency,
             time_of("file"),
             time_of("decide"),
+            time_of("issue_on_site"),
+            time_of("hearing").is_some(),
+            time_of("legal_review").is_some(),
+            time_of("file_with_agency").is_some(),
         ])?;
     let mut insert = connection.prepare_cached(
         "INSERT OR REPLACE INTO document_deadlines (doc_id, code, from_event, due, provisional) \

@@ -15,7 +15,7 @@ use sync_core::records::Record;
 
 use crate::store::StoreError;
 use crate::store::changes::{self, doc_id_column, hashes_blob, hashes_column};
-use crate::store::review::{ReviewProjection, review_of};
+use crate::store::review::{ReviewProjection, review_of, sealed_by};
 
 /// One row of the document list.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,6 +78,8 @@ pub(crate) struct Projection {
     conflicts: i64,
     // The server-written review state (docs/review.md).
     review: ReviewProjection,
+    // Why the record is sealed besides approval (`store::review::sealed_by`).
+    sealed: Option<&'static str>,
     // The hydrated record, for the findings projected after the row (`store::review`).
     record: Option<Record>,
     // Why the document does not hydrate as a record, when it does not.
@@ -102,6 +104,7 @@ impl Projection {
                 evidence: record.evidence().iter().map(|item| item.sha256.clone()).collect(),
                 conflicts,
                 review,
+                sealed: sealed_by(&record),
                 record: Some(record),
                 not_a_record: None,
             },
@@ -186,8 +189,9 @@ pub(crate) fn upsert(connection: &Connection, write: DocumentWrite<'_>) -> Resul
     let mut statement = connection.prepare_cached(
         "INSERT INTO documents (id, kind, matter, township, party_key, status, heads, snapshot, \
          snapshot_seq, feed_seq, change_count, change_bytes, created_at, updated_at, conflicts, \
-         review_state, review_heads) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?13, ?12, ?12, ?14, ?15, ?16) \
+         review_state, review_heads, sealed) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?13, ?12, ?12, ?14, ?15, ?16, \
+         ?17) \
          ON CONFLICT (id) DO UPDATE SET \
          kind = COALESCE(documents.kind, excluded.kind), \
          matter = COALESCE(documents.matter, excluded.matter), \
@@ -199,7 +203,8 @@ pub(crate) fn upsert(connection: &Connection, write: DocumentWrite<'_>) -> Resul
          change_count = documents.change_count + excluded.change_count, \
          change_bytes = documents.change_bytes + excluded.change_bytes, \
          updated_at = excluded.updated_at, conflicts = excluded.conflicts, \
-         review_state = excluded.review_state, review_heads = excluded.review_heads",
+         review_state = excluded.review_state, review_heads = excluded.review_heads, \
+         sealed = excluded.sealed",
     )?;
     statement.execute(params![
         write.doc_id.as_bytes(),
@@ -218,6 +223,7 @@ pub(crate) fn upsert(connection: &Connection, write: DocumentWrite<'_>) -> Resul
         projection.conflicts,
         projection.review.state,
         projection.review.heads.as_deref().map(hashes_blob),
+        projection.sealed,
     ])?;
     Ok(())
 }

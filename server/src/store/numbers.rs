@@ -274,3 +274,17 @@ fn voided(case_file: &CaseFile) -> impl Iterator<Item = (&str, i64, &str)> {
         Some((block.as_str(), serial, reason))
     })
 }
+
+/// The blocks leased in the name of `name_agency` in `[from_ms, to_ms)`, in lease order.
+pub(crate) fn blocks_leased(
+    connection: &Connection,
+    name_agency: &str,
+    (from_ms, to_ms): (i64, i64),
+) -> Result<Vec<NumberBlock>, StoreError> {
+    let mut statement = connection.prepare_cached(&format!(
+        "SELECT {BLOCK_COLUMNS} FROM number_blocks b WHERE b.name_agency = ?1 \
+         AND b.leased_at >= ?2 AND b.leased_at < ?3 ORDER BY b.leased_at, b.id"
+    ))?;
+    let rows = statement.query_map(params![name_agency, from_ms, to_ms], block_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

@@ -24,7 +24,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use sync_core::edit::set_field;
 use sync_core::ids::DocumentId;
 use sync_core::json::value_json;
-use sync_core::records::{Record, SERVER_ACTOR, server_actor_hex};
+use sync_core::records::{
+    CaseState, Procedure, ProcedureFold, Record, SERVER_ACTOR, server_actor_hex,
+};
 
 use crate::store::changes::{doc_id_column, hashes_column};
 use crate::store::{Attribution, Refusal, StoreError, WorkingDocument, WriteContext};
@@ -35,6 +37,10 @@ pub(crate) const PENDING: &str = "pending";
 pub(crate) const APPROVED: &str = "approved";
 /// Returned to the officer for correction, with comments; open again.
 pub(crate) const RETURNED: &str = "returned";
+/// `documents.sealed`: an inspection that carries a signature.
+pub(crate) const SIGNED: &str = "signed";
+/// `documents.sealed`: a case whose decision was served.
+pub(crate) const SERVED: &str = "served";
 
 /// The review state projected from a document.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +94,30 @@ pub(crate) fn review_of(doc: &Automerge) -> ReviewProjection {
         _ => PENDING,
     };
     ReviewProjection { state, heads: doc.hash_for_opid(&id).map(|hash| vec![hash]) }
+}
+
+/// Why a record is sealed besides approval, `None` when it is not: `signed` once an
+/// inspection carries a signature, `served` once a case's procedure reached `served` (and so
+/// every state after it). Projected into `documents.sealed` at every merge; the sync then
+/// quarantines later device changes as `record_locked`, like those to an approved record.
+///
+/// It is read from the merged record, so the upload that adds the signature or the serve event
+/// is merged, and only the uploads after it are refused.
+pub(crate) fn sealed_by(record: &Record) -> Option<&'static str> {
+    match record {
+        Record::Inspection(inspection) => (!inspection.signatures.is_empty()).then_some(SIGNED),
+        Record::Case(case_file) => {
+            let procedure = Procedure::parse(&case_file.procedure).unwrap_or(Procedure::General);
+            // Served is left only for executing or closed, so the case reached it when some
+            // prefix of its timeline folds to it.
+            (1..=case_file.timeline.len())
+                .any(|end| {
+                    ProcedureFold::run(procedure, &case_file.timeline[..end]).state
+                        == CaseState::Served
+                })
+                .then_some(SERVED)
+        }
+    }
 }
 
 /// `{"state", "heads", "comments"}` of the document, from the server's `review` map.
@@ -354,15 +384,21 @@ fn case_number(
 
 // ---- reads -----------------------------------------------------------------------------------
 
-/// The stored review state of a document, `None` when it has no row.
-pub(crate) fn review_state(
+/// Why device changes to a stored document are refused as `record_locked`: `approved`,
+/// `signed` or `served`; `None` when it is open or has no row.
+pub(crate) fn sealed_state(
     connection: &Connection,
     doc_id: DocumentId,
 ) -> Result<Option<String>, StoreError> {
-    Ok(connection
-        .prepare_cached("SELECT review_state FROM documents WHERE id = ?1")?
-        .query_row([doc_id.as_bytes()], |row| row.get(0))
-        .optional()?)
+    let row: Option<(String, Option<String>)> = connection
+        .prepare_cached("SELECT review_state, sealed FROM documents WHERE id = ?1")?
+        .query_row([doc_id.as_bytes()], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    Ok(row.and_then(
+        |(review_state, sealed)| {
+            if review_state == APPROVED { Some(review_state) } else { sealed }
+        },
+    ))
 }
 
 /// The device and officer an actor is registered to, if any.

@@ -339,6 +339,57 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX document_numbers_block ON document_numbers (block, serial);
     CREATE INDEX document_numbers_number ON document_numbers (number);
     ",
+    // 9: issue 6, the quarterly case report (DOMAIN.md §4.1): the case flags its case list
+    // reads, projected at every merge (`store::deadlines`), and the reports themselves,
+    // immutable snapshots whose submission and acknowledgement are each recorded once.
+    "
+    ALTER TABLE document_cases ADD COLUMN issued_at INTEGER;
+    ALTER TABLE document_cases ADD COLUMN hearing INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE document_cases ADD COLUMN legal_review INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE document_cases ADD COLUMN filed_with_agency INTEGER NOT NULL DEFAULT 0;
+
+    CREATE TABLE quarterly_reports (
+        id TEXT PRIMARY KEY,
+        department TEXT NOT NULL,
+        township TEXT NOT NULL,
+        quarter TEXT NOT NULL,
+        generated_at INTEGER NOT NULL,
+        generated_by TEXT NOT NULL,
+        body TEXT NOT NULL,
+        submitted_at INTEGER,
+        submitted_by TEXT,
+        acknowledged_at INTEGER,
+        acknowledged_by TEXT
+    );
+    CREATE INDEX quarterly_reports_quarter ON quarterly_reports (department, township, quarter);
+    CREATE TRIGGER quarterly_reports_no_delete BEFORE DELETE ON quarterly_reports
+    BEGIN
+        SELECT RAISE(ABORT, 'quarterly_reports is append-only');
+    END;
+    CREATE TRIGGER quarterly_reports_snapshot_fixed BEFORE UPDATE ON quarterly_reports
+    WHEN NEW.id IS NOT OLD.id OR NEW.department IS NOT OLD.department
+        OR NEW.township IS NOT OLD.township OR NEW.quarter IS NOT OLD.quarter
+        OR NEW.generated_at IS NOT OLD.generated_at OR NEW.generated_by IS NOT OLD.generated_by
+        OR NEW.body IS NOT OLD.body
+    BEGIN
+        SELECT RAISE(ABORT, 'a quarterly report snapshot is immutable');
+    END;
+    CREATE TRIGGER quarterly_reports_recorded_once BEFORE UPDATE ON quarterly_reports
+    WHEN (OLD.submitted_at IS NOT NULL AND (NEW.submitted_at IS NOT OLD.submitted_at
+            OR NEW.submitted_by IS NOT OLD.submitted_by))
+        OR (OLD.acknowledged_at IS NOT NULL AND (NEW.acknowledged_at IS NOT OLD.acknowledged_at
+            OR NEW.acknowledged_by IS NOT OLD.acknowledged_by))
+        OR (NEW.acknowledged_at IS NOT NULL AND NEW.submitted_at IS NULL)
+    BEGIN
+        SELECT RAISE(ABORT, 'submission and acknowledgement are recorded once, in order');
+    END;
+    ",
+    // 10: issue 5, sealing: why a record is sealed besides approval (`signed`: an inspection
+    // carries a signature; `served`: a case's decision was served), NULL when it is not.
+    // Projected at every merge; a record merged before this migration fills it in at its next.
+    r"
+    ALTER TABLE documents ADD COLUMN sealed TEXT;
+    ",
 ];
 
 /// Prepared statements kept per connection. rusqlite's default of 16 is fewer than the

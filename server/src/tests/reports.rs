@@ -49,7 +49,7 @@ async fn report_json(api: &TestApi, client: &Client, path: &str, query: &str) ->
 }
 
 /// A CSV answer: checks its content type and BOM, returns its text without the BOM.
-async fn report_csv(api: &TestApi, client: &Client, path: &str, query: &str) -> String {
+pub(super) async fn report_csv(api: &TestApi, client: &Client, path: &str, query: &str) -> String {
     let response = get_report(api, client, path, query).await;
     assert_eq!(response.status, StatusCode::OK, "{}", String::from_utf8_lossy(&response.body));
     assert_eq!(response.headers[header::CONTENT_TYPE], "text/csv; charset=utf-8");
@@ -59,7 +59,7 @@ async fn report_csv(api: &TestApi, client: &Client, path: &str, query: &str) -> 
 
 /// A case of `matter` in `township` against the party with `party_key`, handled by two demo
 /// officers, with `events` (kind, device time) on its timeline.
-fn case_of(
+pub(super) fn case_of(
     id: DocumentId,
     township: &str,
     matter: &str,
@@ -91,7 +91,7 @@ fn case_of(
 }
 
 /// Stores a record through the store's merge, as a sync would.
-fn seed(api: &TestApi, id: DocumentId, case_file: &CaseFile) {
+pub(super) fn seed(api: &TestApi, id: DocumentId, case_file: &CaseFile) {
     // Written by the server's actor, as granted filings and decisions are: a device's own
     // `file` starts no clock.
     let mut doc = create_document(&ActorId::from(SERVER_ACTOR), case_file, now_millis()).unwrap();

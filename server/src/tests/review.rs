@@ -1,11 +1,13 @@
 //! In-process tests of the supervisor review (docs/review.md): the queue and its filters,
 //! resolving a conflict with a server-authored change, returning a record with a comment that
 //! reaches the device through the feed, approving it, sealing it (`record_locked` into
-//! quarantine), granting a filing request, and the role check.
+//! quarantine), sealing a signed inspection the same way, granting a filing request, the
+//! history's diff of each change, and the role check.
 
 use std::collections::BTreeMap;
 
-use automerge::{ActorId, AutoCommit, Change, ReadDoc};
+use automerge::transaction::Transactable as _;
+use automerge::{ActorId, AutoCommit, Change, ObjType, ROOT, ReadDoc};
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use serde_json::{Value, json};
@@ -132,10 +134,8 @@ async fn a_conflict_is_queued_resolved_by_a_server_change_and_reaches_the_device
     let received = apply_feed(&mut device_b, &pulled, id);
     assert_eq!(received.len(), 1);
     assert_eq!(received[0].actor_id().to_bytes(), SERVER_ACTOR);
-    let (name, _) = device_b
-        .get(device_b.get(automerge::ROOT, "site").unwrap().unwrap().1, "name")
-        .unwrap()
-        .unwrap();
+    let (name, _) =
+        device_b.get(device_b.get(ROOT, "site").unwrap().unwrap().1, "name").unwrap().unwrap();
     assert_eq!(name.as_str(), Some("五金店"));
 }
 
@@ -214,6 +214,103 @@ async fn an_edit_to_an_approved_record_is_quarantined_as_record_locked() {
     assert_eq!(quarantined[0]["device"], officer.device_id);
     assert_eq!(view["record"]["outcome"], "none");
     assert_eq!(view["review"]["state"], "approved");
+}
+
+/// Adds the officer's signature to a device's copy of an inspection, as one change.
+fn sign(doc: &mut AutoCommit, signer: &str) {
+    let heads: Vec<String> = doc.get_heads().iter().map(ToString::to_string).collect();
+    let (_, signatures) = doc.get(ROOT, "signatures").unwrap().expect("a signatures list");
+    let signature = doc.insert_object(&signatures, 0, ObjType::Map).unwrap();
+    doc.put(&signature, "id", "sig-1").unwrap();
+    doc.put(&signature, "signer", signer).unwrap();
+    doc.put(&signature, "role", "officer").unwrap();
+    let covered = doc.put_object(&signature, "heads", ObjType::List).unwrap();
+    for (index, head) in heads.into_iter().enumerate() {
+        doc.insert(&covered, index, head).unwrap();
+    }
+    doc.put(&signature, "signed_at", 1_700_000_000_000_i64).unwrap();
+    doc.commit();
+}
+
+#[tokio::test]
+async fn an_edit_to_a_signed_inspection_is_quarantined_as_record_locked() {
+    // Arrange: an inspection, then its signature in a later sync, which is merged.
+    let api = TestApi::new();
+    let officer = api.login("o-1").await;
+    let supervisor = api.login("supervisor").await;
+    let id = doc_id(46);
+    let mut device = chengguan_inspection(&officer, id);
+    let first = api.sync(&officer, &request_for(0, vec![upload(id, &mut device, &[])])).await;
+    let unsigned = device.get_heads();
+    sign(&mut device, "o-1");
+    let signed = api
+        .sync(&officer, &request_for(first.cursor, vec![upload(id, &mut device, &unsigned)]))
+        .await;
+    assert!(
+        matches!(signed.results[0].outcome, DocOutcome::Accepted { stored: 1, .. }),
+        "{:?}",
+        signed.results[0].outcome
+    );
+    let rows_before = api.change_rows();
+
+    // Act: the device edits the signed record and syncs.
+    let after_signature = device.get_heads();
+    edit(&mut device, "outcome", "case_lead");
+    let answer = api
+        .sync(
+            &officer,
+            &request_for(signed.cursor, vec![upload(id, &mut device, &after_signature)]),
+        )
+        .await;
+
+    // Assert: refused into quarantine, the record as signed.
+    match &answer.results[0].outcome {
+        DocOutcome::Rejected { code, quarantined, .. } => {
+            assert_eq!((code.as_str(), *quarantined), ("record_locked", true));
+        }
+        other => panic!("expected record_locked, got {other:?}"),
+    }
+    assert_eq!(api.change_rows(), rows_before);
+    let view = api.get(&supervisor, &format!("/v1/review/{id}")).await.json();
+    let quarantined = view["quarantined"].as_array().unwrap();
+    assert_eq!(quarantined.len(), 1, "{view}");
+    assert!(quarantined[0]["reason"].as_str().unwrap().contains("signed"), "{view}");
+    assert_eq!(view["record"]["outcome"], "none");
+    assert_eq!(view["record"]["signatures"][0]["signer"], "o-1");
+}
+
+#[tokio::test]
+async fn the_history_shows_what_each_change_did_to_the_record() {
+    // Arrange
+    let api = TestApi::new();
+    let officer = api.login("o-1").await;
+    let supervisor = api.login("supervisor").await;
+    let id = doc_id(47);
+    let mut device = chengguan_inspection(&officer, id);
+    let created = device.get_heads();
+    let first = api.sync(&officer, &request_for(0, vec![upload(id, &mut device, &[])])).await;
+    let shown = api.get(&supervisor, &format!("/v1/review/{id}")).await.json();
+    let name_before = shown["record"]["site"]["name"].clone();
+
+    // Act
+    edit(&mut device, "site.name", "五金店 (改)");
+    api.sync(&officer, &request_for(first.cursor, vec![upload(id, &mut device, &created)])).await;
+    let view = api.get(&supervisor, &format!("/v1/review/{id}")).await.json();
+
+    // Assert: the edit changed exactly the site's name; the creation shows the record's leaves.
+    let history = view["history"].as_array().unwrap();
+    assert_eq!(history.len(), 2, "{view}");
+    assert_eq!(
+        history[1]["changed"],
+        json!([{"path": "site.name", "before": name_before, "after": "五金店 (改)"}])
+    );
+    let created_leaves = history[0]["changed"].as_array().unwrap();
+    assert!(
+        created_leaves.iter().any(|leaf| leaf["path"] == "site.name"
+            && leaf["before"].is_null()
+            && leaf["after"] == name_before),
+        "{created_leaves:?}"
+    );
 }
 
 #[tokio::test]
