@@ -325,6 +325,137 @@ mod tests {
         );
     }
 
+    const ALL_STATES: [CaseState; 21] = [
+        CaseState::Draft,
+        CaseState::IssuedOnSite,
+        CaseState::FiledWithAgency,
+        CaseState::Executed,
+        CaseState::Lead,
+        CaseState::Filed,
+        CaseState::Investigating,
+        CaseState::Suspended,
+        CaseState::InvestigationClosed,
+        CaseState::LegalReview,
+        CaseState::Notified,
+        CaseState::Hearing,
+        CaseState::CollectiveDiscussion,
+        CaseState::Decided,
+        CaseState::Served,
+        CaseState::Executing,
+        CaseState::Closed,
+        CaseState::Archived,
+        CaseState::NotFiled,
+        CaseState::Terminated,
+        CaseState::Transferred,
+    ];
+
+    const KINDS: [&str; 21] = [
+        "issue_on_site",
+        "file_with_agency",
+        "execute",
+        "file",
+        "not_file",
+        "investigate",
+        "suspend",
+        "resume",
+        "close_investigation",
+        "legal_review",
+        "notify",
+        "hearing",
+        "collective_discussion",
+        "decide",
+        "serve",
+        "begin_execution",
+        "close",
+        "archive",
+        "terminate",
+        "transfer",
+        "note",
+    ];
+
+    /// The shortest event path from the procedure's initial state to `target`, by breadth-first
+    /// search over the transition table.
+    fn path_to(procedure: Procedure, target: CaseState) -> Option<Vec<&'static str>> {
+        let mut frontier = vec![(procedure.initial_state(), Vec::new())];
+        let mut seen = vec![procedure.initial_state()];
+        while !frontier.is_empty() {
+            let mut next = Vec::new();
+            for (state, path) in frontier {
+                if state == target {
+                    return Some(path);
+                }
+                for kind in KINDS {
+                    if let Some((from, to)) = transition(kind)
+                        && from.contains(&state)
+                        && !seen.contains(&to)
+                    {
+                        seen.push(to);
+                        let mut longer = path.clone();
+                        longer.push(kind);
+                        next.push((to, longer));
+                    }
+                }
+            }
+            frontier = next;
+        }
+        None
+    }
+
+    fn fold_path(procedure: Procedure, kinds: &[&str]) -> ProcedureFold {
+        let events: Vec<TimelineEvent> = kinds
+            .iter()
+            .enumerate()
+            .map(|(i, kind)| {
+                let prev = if i == 0 { String::new() } else { format!("e{}", i - 1) };
+                event(&format!("e{i}"), kind, &prev)
+            })
+            .collect();
+        ProcedureFold::run(procedure, &events)
+    }
+
+    /// Every transition of the table, from every state it may start from that the procedure
+    /// can reach, lands where the table says; every other event from that state is an issue
+    /// and leaves the state alone.
+    #[test]
+    fn every_legal_transition_and_every_illegal_one_of_both_procedures() {
+        let mut legal = 0;
+        let mut illegal = 0;
+        for procedure in [Procedure::Summary, Procedure::General] {
+            for state in ALL_STATES {
+                let Some(path) = path_to(procedure, state) else { continue };
+                for kind in KINDS {
+                    let mut kinds = path.clone();
+                    kinds.push(kind);
+                    let fold = fold_path(procedure, &kinds);
+                    match transition(kind) {
+                        Some((from, to)) if from.contains(&state) => {
+                            assert_eq!(fold.state, to, "{procedure:?} {state:?} --{kind}-->");
+                            assert!(fold.issues.is_empty(), "{kinds:?}: {:?}", fold.issues);
+                            legal += 1;
+                        }
+                        Some(_) => {
+                            assert_eq!(
+                                fold.state, state,
+                                "{procedure:?} {state:?} --{kind}--> refused"
+                            );
+                            assert!(
+                                matches!(fold.issues[..], [TransitionIssue::Invalid { .. }]),
+                                "{kinds:?}: {:?}",
+                                fold.issues
+                            );
+                            illegal += 1;
+                        }
+                        None => assert_eq!(fold.state, state, "a note moves nothing"),
+                    }
+                }
+            }
+        }
+        assert!(
+            legal >= 30 && illegal >= 200,
+            "{legal} legal, {illegal} illegal transitions checked"
+        );
+    }
+
     #[test]
     fn a_failed_precondition_is_an_issue_not_a_state() {
         check(Procedure::General, &[("a", "decide", "")], CaseState::Lead, 1);
