@@ -130,9 +130,11 @@ impl TestApi {
         method: &Method,
         uri: &str,
     ) -> axum::http::request::Builder {
+        // The proof names the URL without its query (RFC 9449 §4.3).
+        let path = uri.split_once('?').map_or(uri, |(path, _)| path);
         let proof = device.proof(
             method.as_str(),
-            &format!("http://{HOST}{uri}"),
+            &format!("http://{HOST}{path}"),
             token,
             Some(&self.nonce()),
         );
@@ -230,6 +232,21 @@ impl TestApi {
 
     fn change_rows(&self) -> i64 {
         self.state.store().change_rows()
+    }
+
+    /// The finding codes the review queue lists for a document.
+    async fn queue_findings(&self, supervisor: &Client, id: DocumentId) -> Vec<Value> {
+        let response = self.get(supervisor, "/v1/review/queue").await;
+        assert_eq!(response.status, StatusCode::OK, "{}", response.json());
+        let queue = response.json();
+        let item = queue
+            .as_array()
+            .expect("a list")
+            .iter()
+            .find(|item| item["id"] == id.to_string())
+            .unwrap_or_else(|| panic!("{id} is not in the queue: {queue}"))
+            .clone();
+        item["findings"].as_array().expect("finding codes").clone()
     }
 
     fn audit_rows(&self) -> usize {

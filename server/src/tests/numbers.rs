@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use axum::http::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 use sync_core::ids::DocumentId;
 use sync_core::numbers::NumberBlock;
 use sync_core::records::{CaseFile, IssuedDocument, Party, Procedure, create_document};
@@ -69,20 +69,6 @@ async fn upload_case(
     }
     let mut device = create_document(&officer.actor, &case_file, 1_700_000_000_000).unwrap();
     api.sync(officer, &request_for(0, vec![upload(id, &mut device, &[])])).await;
-}
-
-async fn findings_in_queue(api: &TestApi, supervisor: &Client, id: DocumentId) -> Vec<Value> {
-    let response = api.get(supervisor, "/v1/review/queue").await;
-    assert_eq!(response.status, StatusCode::OK, "{}", response.json());
-    let queue = response.json();
-    let item = queue
-        .as_array()
-        .expect("a list")
-        .iter()
-        .find(|item| item["id"] == id.to_string())
-        .unwrap_or_else(|| panic!("{id} is in the queue: {queue}"))
-        .clone();
-    item["findings"].as_array().expect("finding codes").clone()
 }
 
 #[tokio::test]
@@ -177,7 +163,7 @@ async fn a_reused_number_is_number_used_twice_in_the_queue_and_a_foreign_one_out
     let block = lease(&api, &first_officer, 5).await;
     let (first_case, second_case, forged_case) = (doc_id(71), doc_id(72), doc_id(73));
     upload_case(&api, &first_officer, first_case, vec![issued(&block, 1)], &[]).await;
-    let first_before = findings_in_queue(&api, &supervisor, first_case).await;
+    let first_before = &api.queue_findings(&supervisor, first_case).await;
 
     // Act: another device prints the same number; a third names a block never leased.
     upload_case(&api, &second_officer, second_case, vec![issued(&block, 1)], &[]).await;
@@ -189,11 +175,11 @@ async fn a_reused_number_is_number_used_twice_in_the_queue_and_a_foreign_one_out
     let twice = json!("number_used_twice");
     let outside = json!("number_outside_block");
     assert!(!first_before.contains(&twice) && !first_before.contains(&outside), "{first_before:?}");
-    let second = findings_in_queue(&api, &supervisor, second_case).await;
+    let second = &api.queue_findings(&supervisor, second_case).await;
     assert!(second.contains(&twice) && !second.contains(&outside), "{second:?}");
-    let first = findings_in_queue(&api, &supervisor, first_case).await;
+    let first = &api.queue_findings(&supervisor, first_case).await;
     assert!(first.contains(&twice), "the first user is flagged too: {first:?}");
-    let forged = findings_in_queue(&api, &supervisor, forged_case).await;
+    let forged = &api.queue_findings(&supervisor, forged_case).await;
     assert!(forged.contains(&outside), "{forged:?}");
     let reconciliation = api
         .get(&supervisor, &format!("/v1/numbers/blocks/{}/reconciliation", block.id))

@@ -9,8 +9,7 @@
 use std::collections::BTreeMap;
 
 use automerge::ActorId;
-use axum::body::Body;
-use axum::http::{Method, Request, StatusCode, header};
+use axum::http::{StatusCode, header};
 use serde_json::{Value, json};
 use sync_core::ids::DocumentId;
 use sync_core::records::{
@@ -19,38 +18,19 @@ use sync_core::records::{
 
 use crate::auth::now_millis;
 use crate::fixtures::doc_id;
-use crate::tests::{CHENGGUAN, Client, ENTRUSTED, HEXI, HOST, TestApi, TestResponse};
+use crate::tests::{CHENGGUAN, Client, ENTRUSTED, HEXI, TestApi};
 
 const DAY_MS: i64 = 86_400_000;
 
-/// `GET` of a report with a query string, which the DPoP proof does not name (RFC 9449 §4.3).
-async fn get_report(api: &TestApi, client: &Client, path: &str, query: &str) -> TestResponse {
-    let proof = client.device.proof(
-        "GET",
-        &format!("http://{HOST}{path}"),
-        Some(&client.token),
-        Some(&api.nonce()),
-    );
-    let request = Request::builder()
-        .method(Method::GET)
-        .uri(format!("{path}{query}"))
-        .header(header::HOST, HOST)
-        .header("dpop", proof)
-        .header(header::AUTHORIZATION, format!("DPoP {}", client.token))
-        .body(Body::empty())
-        .unwrap();
-    api.send(request).await
-}
-
 async fn report_json(api: &TestApi, client: &Client, path: &str, query: &str) -> Value {
-    let response = get_report(api, client, path, query).await;
+    let response = api.get(client, &format!("{path}{query}")).await;
     assert_eq!(response.status, StatusCode::OK, "{}", String::from_utf8_lossy(&response.body));
     response.json()
 }
 
 /// A CSV answer: checks its content type and BOM, returns its text without the BOM.
 pub(super) async fn report_csv(api: &TestApi, client: &Client, path: &str, query: &str) -> String {
-    let response = get_report(api, client, path, query).await;
+    let response = api.get(client, &format!("{path}{query}")).await;
     assert_eq!(response.status, StatusCode::OK, "{}", String::from_utf8_lossy(&response.body));
     assert_eq!(response.headers[header::CONTENT_TYPE], "text/csv; charset=utf-8");
     let text = String::from_utf8(response.body.to_vec()).expect("UTF-8");
@@ -236,7 +216,7 @@ async fn no_assessment_output_carries_an_amount() {
         report_json(&api, &supervisor, "/v1/reports/assessment", "?from=2000-01-01&to=2000-12-31")
             .await;
     assert_eq!(rows_of(&empty, "officers"), [] as [Value; 0]);
-    get_report(&api, &supervisor, "/v1/reports/assessment", "?from=yesterday")
+    api.get(&supervisor, "/v1/reports/assessment?from=yesterday")
         .await
         .check_error(StatusCode::BAD_REQUEST, "invalid_query");
 }
@@ -248,8 +228,8 @@ async fn officers_may_not_read_reports_and_formats_are_checked() {
     let supervisor = api.login("supervisor").await;
     for report in ["overdue", "alerts", "assessment"] {
         let path = format!("/v1/reports/{report}");
-        get_report(&api, &officer, &path, "").await.check_error(StatusCode::FORBIDDEN, "forbidden");
-        get_report(&api, &supervisor, &path, "?format=xlsx")
+        api.get(&officer, &path).await.check_error(StatusCode::FORBIDDEN, "forbidden");
+        api.get(&supervisor, &format!("{path}?format=xlsx"))
             .await
             .check_error(StatusCode::BAD_REQUEST, "invalid_query");
     }

@@ -8,8 +8,7 @@ use std::collections::BTreeMap;
 
 use automerge::transaction::Transactable as _;
 use automerge::{ActorId, AutoCommit, Change, ObjType, ROOT, ReadDoc};
-use axum::body::Body;
-use axum::http::{Method, Request, StatusCode, header};
+use axum::http::StatusCode;
 use serde_json::{Value, json};
 use sync_core::edit::set_field;
 use sync_core::ids::DocumentId;
@@ -17,9 +16,7 @@ use sync_core::protocol::{DocOutcome, SyncResponse};
 use sync_core::records::{CaseFile, Party, Procedure, SERVER_ACTOR, create_document};
 
 use crate::fixtures::{doc_id, upload};
-use crate::tests::{
-    CHENGGUAN, Client, ENTRUSTED, HOST, TestApi, TestResponse, chengguan_inspection, request_for,
-};
+use crate::tests::{CHENGGUAN, Client, ENTRUSTED, TestApi, chengguan_inspection, request_for};
 
 /// Sets a field on a device's copy and commits it as one change.
 fn edit(doc: &mut AutoCommit, path: &str, value: &str) {
@@ -40,29 +37,8 @@ fn apply_feed(doc: &mut AutoCommit, response: &SyncResponse, id: DocumentId) -> 
     received
 }
 
-/// `GET /v1/review/queue` with a query string, which the DPoP proof does not name (RFC 9449
-/// §4.3: `htu` without query and fragment).
-async fn get_queue(api: &TestApi, client: &Client, query: &str) -> TestResponse {
-    let path = "/v1/review/queue";
-    let proof = client.device.proof(
-        "GET",
-        &format!("http://{HOST}{path}"),
-        Some(&client.token),
-        Some(&api.nonce()),
-    );
-    let request = Request::builder()
-        .method(Method::GET)
-        .uri(format!("{path}{query}"))
-        .header(header::HOST, HOST)
-        .header("dpop", proof)
-        .header(header::AUTHORIZATION, format!("DPoP {}", client.token))
-        .body(Body::empty())
-        .unwrap();
-    api.send(request).await
-}
-
 async fn queue(api: &TestApi, supervisor: &Client, query: &str) -> Vec<Value> {
-    let response = get_queue(api, supervisor, query).await;
+    let response = api.get(supervisor, &format!("/v1/review/queue{query}")).await;
     assert_eq!(response.status, StatusCode::OK, "{}", response.json());
     response.json().as_array().expect("a list").clone()
 }
@@ -385,7 +361,7 @@ async fn the_queue_filters_on_projected_findings_and_refuses_bad_input() {
     assert!(queue(&api, &supervisor, "?township=t-hexi").await.is_empty());
     assert!(queue(&api, &supervisor, "?finding=summary_fine_over_limit").await.is_empty());
 
-    get_queue(&api, &supervisor, "?state=bogus")
+    api.get(&supervisor, "/v1/review/queue?state=bogus")
         .await
         .check_error(StatusCode::BAD_REQUEST, "invalid_query");
     api.post_json(

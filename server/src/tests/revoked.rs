@@ -55,21 +55,6 @@ fn flagged(view: &Value, code: &str) -> Vec<String> {
         .collect()
 }
 
-/// The finding codes the queue lists for a document.
-async fn queue_findings(api: &TestApi, supervisor: &Client, id: DocumentId) -> Vec<Value> {
-    let response = api.get(supervisor, "/v1/review/queue").await;
-    assert_eq!(response.status, StatusCode::OK, "{}", response.json());
-    let queue = response.json();
-    let item = queue
-        .as_array()
-        .expect("a list")
-        .iter()
-        .find(|item| item["id"] == id.to_string())
-        .unwrap_or_else(|| panic!("{id} is not in the queue: {queue}"))
-        .clone();
-    item["findings"].as_array().expect("findings").clone()
-}
-
 /// The code and quarantine mark of a rejected result.
 #[track_caller]
 fn rejection(answer: &SyncResponse, index: usize) -> (String, bool) {
@@ -124,7 +109,7 @@ async fn edits_made_before_revocation_are_merged_flagged_needs_review_and_get_no
     assert!(detail.contains("C-0001") && detail.contains("revoked"), "{detail}");
     let findings = view["findings"].as_array().expect("findings");
     assert!(findings.iter().any(|finding| finding["code"] == "needs_review"), "{view}");
-    assert!(queue_findings(&api, &supervisor, id).await.contains(&json!("needs_review")));
+    assert!(&api.queue_findings(&supervisor, id).await.contains(&json!("needs_review")));
     assert!(view["quarantined"].as_array().expect("quarantined").is_empty());
 }
 
@@ -263,5 +248,5 @@ async fn device_times_outside_the_causal_bounds_are_flagged_clock_suspect_and_me
     expected.sort();
     assert_eq!(suspects, expected, "{view}");
     assert!(!suspects.contains(&fresh.to_string()));
-    assert!(queue_findings(&api, &supervisor, id).await.contains(&json!("clock_suspect")));
+    assert!(&api.queue_findings(&supervisor, id).await.contains(&json!("clock_suspect")));
 }
