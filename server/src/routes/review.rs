@@ -9,7 +9,7 @@ mod changed;
 
 use std::collections::HashMap;
 
-use automerge::AutoCommit;
+use automerge::{ActorId, AutoCommit, Automerge, ChangeHash, ObjId, ObjType, Prop, ROOT, ReadDoc};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
@@ -243,6 +243,7 @@ fn review_view(store: &Store, doc_id: DocumentId) -> Result<Value, ApiError> {
     let mut view = DocumentView::build(doc_id, &doc.get_heads(), &*doc);
     let record = Record::hydrate(&*doc).ok();
     let now = now_millis();
+    let writers = conflict_writers(&doc, &view.conflicts);
     let actors: Vec<String> = view
         .conflicts
         .iter()
@@ -278,13 +279,20 @@ fn review_view(store: &Store, doc_id: DocumentId) -> Result<Value, ApiError> {
     view.findings.extend(flag_findings(&flags));
     let mut json = serde_json::to_value(&view)
         .map_err(|err| ApiError::Internal(anyhow::Error::new(err).context("serialising a view")))?;
+    let received: HashMap<ChangeHash, i64> =
+        history.iter().map(|entry| (entry.hash, entry.received_at)).collect();
     if let Some(conflicts) = json["conflicts"].as_array_mut() {
-        for value in conflicts.iter_mut().filter_map(|conflict| conflict["values"].as_array_mut()) {
-            for item in value {
+        let values = conflicts.iter_mut().filter_map(|conflict| conflict["values"].as_array_mut());
+        for (value, writers) in values.zip(&writers) {
+            for (index, item) in value.iter_mut().enumerate() {
                 let owner = item["actor"].as_str().and_then(|actor| owners.get(actor)).cloned();
                 let (device, officer) = owner.flatten().unzip();
                 item["device"] = json!(device);
                 item["officer"] = json!(officer);
+                let writer = writers.get(index).copied().flatten();
+                item["device_time"] = json!(writer.map(|(_, device_time)| device_time));
+                item["received_at"] =
+                    json!(writer.and_then(|(hash, _)| received.get(&hash).copied()));
             }
         }
     }
@@ -337,6 +345,81 @@ fn review_view(store: &Store, doc_id: DocumentId) -> Result<Value, ApiError> {
         .collect();
     json["review"] = review::review_json(&doc);
     Ok(json)
+}
+
+/// For each conflict of the view and each of its values, in the view's order (the winner
+/// first), the change that wrote the value: its hash and its device time in milliseconds
+/// (`Change::timestamp` is seconds). `None` where the value's op is not found.
+///
+/// `merge::field_conflicts` keeps only the writer's actor, so the conflicting props are read
+/// again here: the path is walked through the winning values to the parent object, and the op
+/// id of each value from `get_all` is matched to the change of its actor whose op range
+/// covers the op's counter.
+fn conflict_writers(
+    doc: &Automerge,
+    conflicts: &[sync_core::merge::FieldConflict],
+) -> Vec<Vec<Option<(ChangeHash, i64)>>> {
+    if conflicts.is_empty() {
+        return Vec::new();
+    }
+    let op_ids: Vec<Vec<Option<(u64, ActorId)>>> =
+        conflicts.iter().map(|conflict| conflict_op_ids(doc, &conflict.path)).collect();
+    let mut changes: HashMap<ActorId, Vec<(u64, u64, ChangeHash, i64)>> =
+        op_ids.iter().flatten().flatten().map(|(_, actor)| (actor.clone(), Vec::new())).collect();
+    for change in doc.get_changes(&[]) {
+        if let Some(ranges) = changes.get_mut(change.actor_id()) {
+            ranges.push((
+                change.start_op().get(),
+                change.max_op(),
+                change.hash(),
+                change.timestamp().saturating_mul(1000),
+            ));
+        }
+    }
+    op_ids
+        .into_iter()
+        .map(|values| {
+            values
+                .into_iter()
+                .map(|op| {
+                    let (counter, actor) = op?;
+                    changes.get(&actor)?.iter().find_map(|&(start, max, hash, device_time)| {
+                        (start <= counter && counter <= max).then_some((hash, device_time))
+                    })
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The op ids (counter, actor) of the values at a conflict path (`site.name`, list indices as
+/// numbers), winner first as `merge::field_conflicts` lists them; empty where the path does
+/// not resolve.
+fn conflict_op_ids(doc: &Automerge, path: &str) -> Vec<Option<(u64, ActorId)>> {
+    let prop = |obj: &ObjId, segment: &str| match doc.object_type(obj) {
+        Ok(ObjType::List) => segment.parse::<usize>().ok().map(Prop::from),
+        Ok(ObjType::Map | ObjType::Table) => Some(Prop::from(segment)),
+        Ok(ObjType::Text) | Err(_) => None,
+    };
+    let (parents, last) = path.rsplit_once('.').unwrap_or(("", path));
+    let mut obj = ROOT;
+    for segment in parents.split('.').filter(|_| !parents.is_empty()) {
+        let Some(prop) = prop(&obj, segment) else { return Vec::new() };
+        match doc.get(&obj, prop) {
+            Ok(Some((automerge::Value::Object(_), child))) => obj = child,
+            _ => return Vec::new(),
+        }
+    }
+    let Some(prop) = prop(&obj, last) else { return Vec::new() };
+    let Ok(values) = doc.get_all(&obj, prop) else { return Vec::new() };
+    values
+        .into_iter()
+        .rev()
+        .map(|(_, id)| match id {
+            ObjId::Id(counter, actor, _) => Some((counter, actor)),
+            ObjId::Root => None,
+        })
+        .collect()
 }
 
 /// One finding per flag code of the record's changes, naming how many changes carry it; the

@@ -73,6 +73,7 @@ async fn a_conflict_is_queued_resolved_by_a_server_change_and_reaches_the_device
     api.sync(&officer_a, &request_for(0, vec![upload(id, &mut device_a, &[])])).await;
     edit(&mut device_a, "site.name", "五金店 (A)");
     edit(&mut device_b, "site.name", "五金店 (B)");
+    let (a_edit, b_edit) = (device_a.get_heads()[0], device_b.get_heads()[0]);
     api.sync(&officer_a, &request_for(0, vec![upload(id, &mut device_a, &created)])).await;
     let b_round =
         api.sync(&officer_b, &request_for(0, vec![upload(id, &mut device_b, &created)])).await;
@@ -90,6 +91,18 @@ async fn a_conflict_is_queued_resolved_by_a_server_change_and_reaches_the_device
     officers.sort_by_key(ToString::to_string);
     assert_eq!(officers, [json!("o-1"), json!("o-2")]);
     assert!(values.iter().all(|value| value["device"].is_string()), "{values:?}");
+    // Each value carries the device time of the change that wrote it and that change's
+    // server receipt time from the history.
+    let history = shown["history"].as_array().unwrap();
+    for (device, edit) in [(&device_a, a_edit), (&device_b, b_edit)] {
+        let actor = device.get_actor().to_hex_string();
+        let value = values.iter().find(|value| value["actor"] == actor).expect("a value");
+        let change = device.get_change_by_hash(&edit).expect("the edit");
+        assert_eq!(value["device_time"], change.timestamp() * 1000, "{value:?}");
+        let entry = history.iter().find(|entry| entry["hash"] == edit.to_string()).unwrap();
+        assert!(value["received_at"].is_i64(), "{value:?}");
+        assert_eq!(value["received_at"], entry["received_at"], "{value:?}");
+    }
 
     // Act 2: the supervisor resolves it.
     let view =
