@@ -506,6 +506,8 @@ impl Client {
     /// caller adds authentication headers.
     ///
     /// A `GET`, `HEAD` or `DELETE` with an empty body is sent without one.
+    // An owned body keeps the many hostile-request tests short (`body.to_vec()` at each call).
+    #[allow(clippy::needless_pass_by_value)]
     pub fn request_raw(
         &self,
         method: &str,
@@ -513,43 +515,47 @@ impl Client {
         headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> Result<RawResponse, ClientError> {
-        Ok(self.request_counted(method, path, headers, body)?.0)
+        Ok(self.request_limited(method, path, headers, &body, SYNC_RESPONSE_LIMIT)?.0)
     }
 
-    /// [`Self::request_raw`], with the response size on the wire.
-    pub(crate) fn request_counted(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: Vec<u8>,
-    ) -> Result<(RawResponse, u64), ClientError> {
-        self.request_limited(method, path, headers, body, SYNC_RESPONSE_LIMIT)
-    }
-
-    /// [`Self::request_counted`] with an answer of at most `limit` bytes.
+    /// Sends any request with an answer of at most `limit` bytes; returns the answer and its
+    /// size on the wire.
     pub(crate) fn request_limited(
         &self,
         method: &str,
         path: &str,
         headers: &[(&str, &str)],
-        body: Vec<u8>,
+        body: &[u8],
         limit: u64,
     ) -> Result<(RawResponse, u64), ClientError> {
-        let mut builder = ureq::http::Request::builder().method(method).uri(self.url(path));
-        for (name, value) in headers {
-            builder = builder.header(*name, *value);
-        }
         let bodiless = body.is_empty() && matches!(method, "GET" | "HEAD" | "DELETE");
-        let response = if bodiless {
-            let request = builder.body(()).map_err(|error| ClientError::Transport(error.into()))?;
-            self.agent.run(request)
-        } else {
-            let request =
-                builder.body(body).map_err(|error| ClientError::Transport(error.into()))?;
-            self.agent.run(request)
-        }
-        .map_err(ClientError::Transport)?;
+        // A pooled connection the server has already closed (it answered an earlier request
+        // without reading its whole body) fails before anything is sent: try once more on a
+        // fresh connection. The request is the same, DPoP proof included, so if it did reach
+        // the server the proof's jti makes the second copy a refused replay, never a second
+        // write.
+        let mut attempts = 0;
+        let response = loop {
+            attempts += 1;
+            let mut builder = ureq::http::Request::builder().method(method).uri(self.url(path));
+            for (name, value) in headers {
+                builder = builder.header(*name, *value);
+            }
+            let outcome = if bodiless {
+                let request =
+                    builder.body(()).map_err(|error| ClientError::Transport(error.into()))?;
+                self.agent.run(request)
+            } else {
+                let request = builder
+                    .body(body.to_vec())
+                    .map_err(|error| ClientError::Transport(error.into()))?;
+                self.agent.run(request)
+            };
+            match outcome {
+                Err(error) if attempts == 1 && is_closed_connection(&error) => {}
+                outcome => break outcome.map_err(ClientError::Transport)?,
+            }
+        };
         read(response, limit)
     }
 
@@ -587,6 +593,21 @@ impl Client {
 }
 
 /// Reads a whole response of at most `limit` bytes; returns it with its size on the wire.
+/// Whether a transport error means the connection was closed under the request.
+fn is_closed_connection(error: &ureq::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(
+        error,
+        ureq::Error::Io(io) if matches!(
+            io.kind(),
+            ErrorKind::UnexpectedEof
+                | ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionAborted
+                | ErrorKind::BrokenPipe
+        )
+    )
+}
+
 fn read(mut response: Response<ureq::Body>, limit: u64) -> Result<(RawResponse, u64), ClientError> {
     let status = response.status().as_u16();
     let headers = response

@@ -311,8 +311,7 @@ impl Session {
             let authorization = format!("DPoP {token}");
             let mut all_headers = vec![("authorization", authorization.as_str()), ("dpop", &proof)];
             all_headers.extend_from_slice(headers);
-            let (raw, wire_length) =
-                self.exchange(method, path, &all_headers, body.to_vec(), limit)?;
+            let (raw, wire_length) = self.exchange(method, path, &all_headers, body, limit)?;
             if raw.status == 401 {
                 match raw.error_code().as_deref() {
                     Some("use_dpop_nonce") if !nonce_retried => {
@@ -348,8 +347,7 @@ impl Session {
             let proof = self.key.proof(method, &htu, None, Some(&nonce));
             let mut headers = vec![("dpop", proof.as_str()), ("accept", JSON)];
             headers.extend(content_type.map(|content_type| ("content-type", content_type)));
-            let (raw, _) =
-                self.exchange(method, path, &headers, body.to_vec(), SYNC_RESPONSE_LIMIT)?;
+            let (raw, _) = self.exchange(method, path, &headers, body, SYNC_RESPONSE_LIMIT)?;
             if raw.status == 401
                 && !nonce_retried
                 && raw.error_code().as_deref() == Some("use_dpop_nonce")
@@ -367,7 +365,7 @@ impl Session {
         method: &str,
         path: &str,
         headers: &[(&str, &str)],
-        body: Vec<u8>,
+        body: &[u8],
         limit: u64,
     ) -> Result<(RawResponse, u64), ClientError> {
         self.sent.requests += 1;

@@ -224,6 +224,9 @@ async fn change_entrustment(
     State(state): State<AppState>,
     admin: Admin,
     path: Result<Path<(String, String)>, PathRejection>,
+    // Unused, but read: an answer that left a request body unread would close the connection
+    // under a client about to reuse it.
+    _body: axum::body::Bytes,
 ) -> Result<Json<Entrustment>, ApiError> {
     let (id, action) = path_segments(path)?;
     let status = match action.as_str() {
@@ -343,6 +346,9 @@ async fn change_certificate(
     State(state): State<AppState>,
     admin: Admin,
     path: Result<Path<(String, String)>, PathRejection>,
+    // Unused, but read: an answer that left a request body unread would close the connection
+    // under a client about to reuse it.
+    _body: axum::body::Bytes,
 ) -> Result<Json<Certificate>, ApiError> {
     let (cert_no, action) = path_segments(path)?;
     let status = match action.as_str() {
@@ -371,6 +377,9 @@ async fn change_device(
     State(state): State<AppState>,
     admin: Admin,
     path: Result<Path<(String, String)>, PathRejection>,
+    // Unused, but read: an answer that left a request body unread would close the connection
+    // under a client about to reuse it.
+    _body: axum::body::Bytes,
 ) -> Result<Json<Device>, ApiError> {
     let (id, action) = path_segments(path)?;
     if action != "revoke" {
