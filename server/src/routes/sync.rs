@@ -233,6 +233,35 @@ struct SyncRound {
     received_at: i64,
 }
 
+/// An upload kept in quarantine for review instead of merged, and how its document's result
+/// says so; the device treats the changes as delivered.
+struct Quarantined {
+    doc_id: DocumentId,
+    changes: Vec<automerge::Change>,
+    /// The result's code (`out_of_scope`, `record_locked`, `certificate_revoked`, …).
+    code: &'static str,
+    /// Why, as stored with the quarantined changes.
+    reason: String,
+    /// The result's message to the device.
+    message: String,
+}
+
+/// The uploaded changes the server does not hold yet, each once.
+fn unstored_changes(
+    connection: &rusqlite::Connection,
+    upload: &DocumentUpload,
+) -> Result<Vec<automerge::Change>, StoreError> {
+    let mut seen = HashSet::new();
+    let mut unstored = Vec::new();
+    for change in &upload.changes {
+        let hash = change.hash();
+        if seen.insert(hash) && !changes::is_stored(connection, upload.doc_id, &hash)? {
+            unstored.push(change.clone());
+        }
+    }
+    Ok(unstored)
+}
+
 /// A `needs_review` flag to raise once its change is merged.
 struct PendingFlag {
     doc_id: DocumentId,
@@ -401,12 +430,11 @@ impl SyncRound {
     /// Splits off the uploads for documents this device holds but may no longer see (its
     /// officer moved): their changes go to quarantine, neither merged nor lost. Uploads to
     /// documents the device never held still meet the policy, and a 403.
-    #[allow(clippy::type_complexity)]
     fn quarantine_moved(
         &self,
         uploads: Vec<DocumentUpload>,
         connection: &rusqlite::Connection,
-    ) -> Result<(Vec<DocumentUpload>, Vec<(DocumentId, Vec<automerge::Change>)>), StoreError> {
+    ) -> Result<(Vec<DocumentUpload>, Vec<Quarantined>), StoreError> {
         let mut kept = Vec::with_capacity(uploads.len());
         let mut quarantined = Vec::new();
         for upload in uploads {
@@ -430,7 +458,19 @@ impl SyncRound {
                 _ => false,
             };
             if moved_away {
-                quarantined.push((upload.doc_id, upload.changes));
+                let doc_id = upload.doc_id;
+                quarantined.push(Quarantined {
+                    doc_id,
+                    changes: upload.changes,
+                    code: "out_of_scope",
+                    reason: "the officer can no longer see this document (moved to another \
+                             township)"
+                        .to_owned(),
+                    message: format!(
+                        "document {doc_id} left this device's scope; its changes are kept in \
+                         quarantine for a supervisor to review"
+                    ),
+                });
             } else {
                 kept.push(upload);
             }
@@ -446,13 +486,11 @@ impl SyncRound {
     /// Sealing is read from the stored projection, before this upload merges: the upload that
     /// signs or serves a record is merged whole, changes it carries after the signature
     /// included, and every later upload is refused.
-    #[allow(clippy::type_complexity)]
     fn quarantine_sealed(
         &self,
         uploads: Vec<DocumentUpload>,
         connection: &rusqlite::Connection,
-    ) -> Result<(Vec<DocumentUpload>, Vec<(DocumentId, Vec<automerge::Change>, String)>), StoreError>
-    {
+    ) -> Result<(Vec<DocumentUpload>, Vec<Quarantined>), StoreError> {
         let Some(policy) = &self.policy else { return Ok((uploads, Vec::new())) };
         let mut kept = Vec::with_capacity(uploads.len());
         let mut sealed = Vec::new();
@@ -461,12 +499,7 @@ impl SyncRound {
                 kept.push(upload);
                 continue;
             };
-            let mut new_changes = Vec::new();
-            for change in &upload.changes {
-                if !changes::is_stored(connection, upload.doc_id, &change.hash())? {
-                    new_changes.push(change.clone());
-                }
-            }
+            let new_changes = unstored_changes(connection, &upload)?;
             if new_changes.is_empty() {
                 kept.push(upload);
                 continue;
@@ -477,7 +510,18 @@ impl SyncRound {
             for change in &new_changes {
                 policy.check_actor(change.actor_id())?;
             }
-            sealed.push((upload.doc_id, new_changes, sealed_state));
+            let doc_id = upload.doc_id;
+            sealed.push(Quarantined {
+                doc_id,
+                changes: new_changes,
+                code: "record_locked",
+                reason: format!("record_locked: the record was {sealed_state} and is sealed"),
+                message: format!(
+                    "record {doc_id} was {sealed_state} and is sealed; its changes are kept in \
+                     quarantine for a supervisor to review, and corrections go into an \
+                     amendment record"
+                ),
+            });
         }
         Ok((kept, sealed))
     }
@@ -493,10 +537,7 @@ impl SyncRound {
         &self,
         uploads: Vec<DocumentUpload>,
         connection: &rusqlite::Connection,
-    ) -> Result<
-        (Vec<DocumentUpload>, Vec<(DocumentId, Vec<automerge::Change>, String)>, Vec<PendingFlag>),
-        StoreError,
-    > {
+    ) -> Result<(Vec<DocumentUpload>, Vec<Quarantined>, Vec<PendingFlag>), StoreError> {
         let (Some(policy), Some(upload_only)) = (&self.policy, &self.upload_only) else {
             return Ok((uploads, Vec::new(), Vec::new()));
         };
@@ -504,14 +545,20 @@ impl SyncRound {
         let mut withdrawn = Vec::new();
         let mut flags = Vec::new();
         for upload in uploads {
-            let mut new_changes: Vec<automerge::Change> = Vec::new();
-            let mut seen = HashSet::new();
-            for change in &upload.changes {
-                let hash = change.hash();
-                if seen.insert(hash) && !changes::is_stored(connection, upload.doc_id, &hash)? {
-                    new_changes.push(change.clone());
-                }
-            }
+            let new_changes = unstored_changes(connection, &upload)?;
+            let uploaded: HashSet<ChangeHash> =
+                upload.changes.iter().map(|change| change.hash()).collect();
+            let quarantine = |changes: Vec<automerge::Change>, reason: String| Quarantined {
+                doc_id: upload.doc_id,
+                changes,
+                code: upload_only.code,
+                message: format!(
+                    "the changes to document {} are kept in quarantine for a supervisor to \
+                     review: {reason}",
+                    upload.doc_id
+                ),
+                reason,
+            };
             if new_changes.is_empty() {
                 kept.push(upload);
                 continue;
@@ -520,7 +567,7 @@ impl SyncRound {
                 policy.check_actor(change.actor_id())?;
             }
             let Some(stored) = documents::stored_scope(connection, upload.doc_id)? else {
-                withdrawn.push((upload.doc_id, new_changes, upload_only.created_reason()));
+                withdrawn.push(quarantine(new_changes, upload_only.created_reason()));
                 continue;
             };
             policy.check_existing(upload.doc_id, &stored)?;
@@ -528,7 +575,7 @@ impl SyncRound {
             let mut follows_quarantine = false;
             for dep in new_changes.iter().flat_map(|change| change.deps()) {
                 if !facts.contains_key(dep)
-                    && !seen.contains(dep)
+                    && !uploaded.contains(dep)
                     && quarantine::holds(connection, upload.doc_id, dep)?
                 {
                     follows_quarantine = true;
@@ -536,11 +583,7 @@ impl SyncRound {
                 }
             }
             if follows_quarantine {
-                withdrawn.push((
-                    upload.doc_id,
-                    new_changes,
-                    upload_only.follows_quarantine_reason(),
-                ));
+                withdrawn.push(quarantine(new_changes, upload_only.follows_quarantine_reason()));
                 continue;
             }
             let verdict = causal::judge(
@@ -560,11 +603,7 @@ impl SyncRound {
                     kept.push(upload);
                 }
                 Verdict::Late(not_before) => {
-                    withdrawn.push((
-                        upload.doc_id,
-                        new_changes,
-                        upload_only.late_reason(not_before),
-                    ));
+                    withdrawn.push(quarantine(new_changes, upload_only.late_reason(not_before)));
                 }
             }
         }
@@ -693,9 +732,10 @@ impl SyncRound {
         let uploads = std::mem::take(&mut self.uploads);
         let (uploads, resync) = self.split_unknown_heads(uploads, context.connection())?;
         let (uploads, mut quarantined) = self.quarantine_moved(uploads, context.connection())?;
-        let (uploads, mut sealed) = self.quarantine_sealed(uploads, context.connection())?;
-        let (uploads, mut withdrawn, review) =
-            self.judge_withdrawn(uploads, context.connection())?;
+        let (uploads, sealed) = self.quarantine_sealed(uploads, context.connection())?;
+        let (uploads, withdrawn, review) = self.judge_withdrawn(uploads, context.connection())?;
+        quarantined.extend(withdrawn);
+        quarantined.extend(sealed);
         let clock_candidates = self.clock_candidates(&uploads, context.connection())?;
         let merged = match &self.policy {
             Some(policy) => merge_uploads_in(context, uploads, self.received_at, policy)?,
@@ -714,33 +754,13 @@ impl SyncRound {
         }
         self.flag_suspect_clocks(clock_candidates, connection)?;
         if let Some(policy) = &self.policy {
-            for (doc_id, changes) in &mut quarantined {
+            for kept in &mut quarantined {
                 quarantine::insert(
                     connection,
-                    *doc_id,
-                    changes,
+                    kept.doc_id,
+                    &mut kept.changes,
                     policy.attribution(),
-                    "the officer can no longer see this document (moved to another township)",
-                    self.received_at,
-                )?;
-            }
-            for (doc_id, changes, sealed_state) in &mut sealed {
-                quarantine::insert(
-                    connection,
-                    *doc_id,
-                    changes,
-                    policy.attribution(),
-                    &format!("record_locked: the record was {sealed_state} and is sealed"),
-                    self.received_at,
-                )?;
-            }
-            for (doc_id, changes, reason) in &mut withdrawn {
-                quarantine::insert(
-                    connection,
-                    *doc_id,
-                    changes,
-                    policy.attribution(),
-                    reason,
+                    &kept.reason,
                     self.received_at,
                 )?;
             }
@@ -776,43 +796,11 @@ impl SyncRound {
                 },
             })
             .chain(resync.into_iter().map(|(doc_id, heads)| resync_result(doc_id, &heads)))
-            .chain(quarantined.iter().map(|(doc_id, _)| DocResult {
-                doc_id: *doc_id,
+            .chain(quarantined.into_iter().map(|kept| DocResult {
+                doc_id: kept.doc_id,
                 outcome: DocOutcome::Rejected {
-                    code: "out_of_scope".to_owned(),
-                    message: format!(
-                        "document {doc_id} left this device's scope; its changes are kept in \
-                         quarantine for a supervisor to review"
-                    ),
-                    quarantined: true,
-                },
-            }))
-            .chain(withdrawn.iter().map(|(doc_id, _, reason)| {
-                DocResult {
-                    doc_id: *doc_id,
-                    outcome: DocOutcome::Rejected {
-                        code: self
-                            .upload_only
-                            .as_ref()
-                            .map_or("certificate_revoked", |upload_only| upload_only.code)
-                            .to_owned(),
-                        message: format!(
-                            "the changes to document {doc_id} are kept in quarantine for a \
-                         supervisor to review: {reason}"
-                        ),
-                        quarantined: true,
-                    },
-                }
-            }))
-            .chain(sealed.iter().map(|(doc_id, _, sealed_state)| DocResult {
-                doc_id: *doc_id,
-                outcome: DocOutcome::Rejected {
-                    code: "record_locked".to_owned(),
-                    message: format!(
-                        "record {doc_id} was {sealed_state} and is sealed; its changes are kept in \
-                         quarantine for a supervisor to review, and corrections go into an \
-                         amendment record"
-                    ),
+                    code: kept.code.to_owned(),
+                    message: kept.message,
                     quarantined: true,
                 },
             }))
