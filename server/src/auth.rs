@@ -158,6 +158,24 @@ pub(crate) fn certificate_refusal(certificate: &Certificate, now_ms: i64) -> Opt
     }
 }
 
+/// An authenticated caller who supervises: role supervisor or admin (the review, the reports).
+/// An officer gets 403 `forbidden`.
+pub(crate) struct Supervisor(pub(crate) Caller);
+
+impl FromRequestParts<AppState> for Supervisor {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        match caller.role {
+            Role::Supervisor | Role::Admin => Ok(Self(caller)),
+            Role::Officer => Err(ApiError::Forbidden(
+                "this is for supervisors and admins; role officer may not use it".to_owned(),
+            )),
+        }
+    }
+}
+
 /// A request signed by a device key, without an access token: enrollment and token minting.
 pub(crate) struct ProofOfPossession(pub(crate) VerifiedProof);
 

@@ -26,10 +26,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sync_core::numbers::reconcile;
 
+use crate::auth::Supervisor;
 use crate::auth::keys::random_bytes;
 use crate::auth::now_millis;
 use crate::error::{ApiError, ApiJson};
-use crate::routes::reports::{Csv, FormatQuery, Supervisor, date_of, mask, parse_query, wants_csv};
+use crate::routes::reports::{Csv, FormatQuery, date_of, mask, parse_query, wants_csv};
 use crate::routes::run_blocking;
 use crate::state::AppState;
 use crate::store::quarterly::{self, QuarterCaseRow, QuarterlyReport, Step};
@@ -138,7 +139,7 @@ async fn generate(
         township: request.township,
         quarter: request.quarter,
         generated_at: now,
-        generated_by: supervisor.officer,
+        generated_by: supervisor.0.officer,
         body,
         submitted_at: None,
         submitted_by: None,
@@ -299,7 +300,7 @@ async fn record(
     let now = now_millis();
     let store = state.store().clone();
     let report = run_blocking(move || {
-        Ok(store.write(move |tx| quarterly::record(tx, &id, step, &supervisor.officer, now))?)
+        Ok(store.write(move |tx| quarterly::record(tx, &id, step, &supervisor.0.officer, now))?)
     })
     .await?;
     tracing::info!(report = %report.id, ?step, "recorded a quarterly report step");

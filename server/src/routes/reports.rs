@@ -8,18 +8,16 @@
 //! Art. 74: fines and confiscations must not be linked to assessment).
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{FromRequestParts, Query, State};
+use axum::extract::{Query, State};
 use axum::http::header;
-use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, NaiveDate, NaiveTime};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{Caller, now_millis};
+use crate::auth::{Supervisor, now_millis};
 use crate::error::ApiError;
-use crate::registry::Role;
 use crate::routes::run_blocking;
 use crate::state::AppState;
 use crate::store::reports::{
@@ -40,26 +38,6 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/v1/reports/overdue", get(get_overdue))
         .route("/v1/reports/alerts", get(get_alerts))
         .route("/v1/reports/assessment", get(get_assessment))
-}
-
-/// A caller who may read reports: a supervisor or an admin.
-pub(crate) struct Supervisor {
-    /// The caller's officer id, recorded as the author of a quarterly report step.
-    pub(crate) officer: String,
-}
-
-impl FromRequestParts<AppState> for Supervisor {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let caller = Caller::from_request_parts(parts, state).await?;
-        match caller.role {
-            Role::Supervisor | Role::Admin => Ok(Self { officer: caller.officer }),
-            Role::Officer => Err(ApiError::Forbidden(
-                "reports are for supervisors and admins; role officer may not read them".to_owned(),
-            )),
-        }
-    }
 }
 
 /// `?format=json|csv` of the overdue board and the alerts.

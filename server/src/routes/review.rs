@@ -11,8 +11,7 @@ use std::collections::HashMap;
 
 use automerge::{ActorId, AutoCommit, Automerge, ChangeHash, ObjId, ObjType, Prop, ROOT, ReadDoc};
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{FromRequestParts, Path, Query, State};
-use axum::http::request::Parts;
+use axum::extract::{Path, Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Datelike as _;
@@ -24,9 +23,8 @@ use sync_core::records::Record;
 use sync_core::validate::{Finding, Severity};
 use sync_core::view::DocumentView;
 
-use crate::auth::{Caller, now_millis};
+use crate::auth::{Caller, Supervisor, now_millis};
 use crate::error::{ApiError, ApiJson};
-use crate::registry::Role;
 use crate::routes::run_blocking;
 use crate::state::AppState;
 use crate::store::review::{self, APPROVED, Comment, Grant, PENDING, QueueFilter, RETURNED};
@@ -75,28 +73,10 @@ struct GrantBody {
     event: String,
 }
 
-/// A caller who may review: a supervisor or an admin. Extracted before the path and the
-/// body, so an officer gets `forbidden` whatever else the request holds.
-struct Reviewer(Caller);
-
-impl FromRequestParts<AppState> for Reviewer {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let caller = Caller::from_request_parts(parts, state).await?;
-        match caller.role {
-            Role::Supervisor | Role::Admin => Ok(Self(caller)),
-            Role::Officer => Err(ApiError::Forbidden(
-                "the review is for supervisors and admins; role officer may not use it".to_owned(),
-            )),
-        }
-    }
-}
-
 /// The records to review, filtered in SQL over the columns projected at every merge.
 async fn list_queue(
     State(state): State<AppState>,
-    _reviewer: Reviewer,
+    _supervisor: Supervisor,
     query: Result<Query<QueueQuery>, QueryRejection>,
 ) -> Result<Json<Vec<review::QueueItem>>, ApiError> {
     let Query(query) = query.map_err(|rejection| ApiError::InvalidQuery(rejection.body_text()))?;
@@ -123,7 +103,7 @@ async fn list_queue(
 /// The record as a supervisor reviews it.
 async fn show_review(
     State(state): State<AppState>,
-    _reviewer: Reviewer,
+    _supervisor: Supervisor,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let doc_id = parse_document_id(id)?;
@@ -134,7 +114,7 @@ async fn show_review(
 /// Sets a field to the supervisor's value, superseding every concurrent value.
 async fn resolve_field(
     State(state): State<AppState>,
-    Reviewer(caller): Reviewer,
+    Supervisor(caller): Supervisor,
     id: Result<Path<String>, PathRejection>,
     ApiJson(body): ApiJson<ResolveBody>,
 ) -> Result<Json<Value>, ApiError> {
@@ -155,7 +135,7 @@ async fn resolve_field(
 /// Approves the record at its current heads; later uploads to it are quarantined.
 async fn approve_record(
     State(state): State<AppState>,
-    Reviewer(caller): Reviewer,
+    Supervisor(caller): Supervisor,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let doc_id = parse_document_id(id)?;
@@ -165,7 +145,7 @@ async fn approve_record(
 /// Returns the record to its officer for correction, with a comment.
 async fn return_record(
     State(state): State<AppState>,
-    Reviewer(caller): Reviewer,
+    Supervisor(caller): Supervisor,
     id: Result<Path<String>, PathRejection>,
     ApiJson(body): ApiJson<ReturnBody>,
 ) -> Result<Json<Value>, ApiError> {
@@ -185,7 +165,7 @@ async fn return_record(
 /// Grants a device's request event with the server-authored event it asks for.
 async fn grant_request(
     State(state): State<AppState>,
-    Reviewer(caller): Reviewer,
+    Supervisor(caller): Supervisor,
     id: Result<Path<String>, PathRejection>,
     ApiJson(body): ApiJson<GrantBody>,
 ) -> Result<Json<Value>, ApiError> {
