@@ -11,8 +11,10 @@ use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use rusqlite::ErrorCode;
+use serde::Serialize;
 use sync_core::error::MergeError;
 use tokio::task::JoinError;
+use utoipa::ToSchema;
 
 use crate::routes::blobs::UPLOAD_OFFSET;
 use crate::routes::sync::{MAX_BODY_BYTES, MAX_CHANGES_PER_SYNC};
@@ -348,19 +350,51 @@ impl ApiError {
     }
 }
 
+/// The body of every error answer. It is a type rather than a `json!` literal so that the
+/// OpenAPI document describes exactly what is serialized (`routes::openapi`).
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ErrorBody {
+    /// What went wrong; always present.
+    error: ErrorDetail,
+    /// With `upload_offset_mismatch` only: the bytes of the blob the server holds, so the
+    /// client resumes from there without another request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    received: Option<u64>,
+    /// With `duplicate_seq` only: the hex actor whose sequence number is taken, so a device
+    /// restored from a backup knows to ask for a fresh actor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    actor: Option<String>,
+    /// With `duplicate_seq` only: the document concerned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    doc: Option<String>,
+}
+
+/// The stable part of an error answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ErrorDetail {
+    /// The stable snake_case code clients match on (`ApiError::code`), e.g. `token_expired`.
+    code: &'static str,
+    /// A sentence for people; never carries SQL, paths or panic text.
+    message: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let code = self.code();
-        let mut body = serde_json::json!({
-            "error": { "code": code, "message": self.client_message() }
-        });
-        if let Self::UploadOffsetMismatch { received } = &self {
-            body["received"] = (*received).into();
-        }
-        if let Self::DuplicateSeq { actor, doc, .. } = &self {
-            body["actor"] = actor.as_str().into();
-            body["doc"] = doc.as_str().into();
-        }
+        let (actor, doc) = match &self {
+            Self::DuplicateSeq { actor, doc, .. } => (Some(actor.clone()), Some(doc.clone())),
+            _ => (None, None),
+        };
+        let received = match &self {
+            Self::UploadOffsetMismatch { received } => Some(*received),
+            _ => None,
+        };
+        let body = ErrorBody {
+            error: ErrorDetail { code, message: self.client_message() },
+            received,
+            actor,
+            doc,
+        };
         let mut response = (self.status(), Json(body)).into_response();
         if let Self::UploadOffsetMismatch { received } = &self {
             response.headers_mut().insert(UPLOAD_OFFSET, HeaderValue::from(*received));

@@ -7,6 +7,7 @@ mod documents;
 pub(crate) mod enroll;
 mod health;
 mod numbers;
+pub(crate) mod openapi;
 mod public;
 mod quarterly;
 mod reports;
@@ -35,6 +36,7 @@ pub(crate) fn router() -> Router<AppState> {
         .merge(quarterly::router())
         .merge(numbers::router())
         .merge(admin::router())
+        .merge(openapi::router())
 }
 
 /// Answers a path no route matches.

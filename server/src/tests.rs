@@ -34,6 +34,7 @@ use crate::{bootstrap, router};
 
 mod convergence;
 mod numbers;
+mod openapi;
 mod quarterly;
 mod reports;
 mod resync;

@@ -10,6 +10,7 @@ mod errors;
 mod harness;
 mod jose;
 mod numbers;
+mod openapi;
 mod public;
 mod reports;
 mod restore;

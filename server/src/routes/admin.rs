@@ -11,16 +11,17 @@ use axum::http::request::Parts;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use crate::auth::keys::random_bytes;
 use crate::auth::{Caller, now_millis};
-use crate::error::{ApiError, ApiJson};
+use crate::error::{ApiError, ApiJson, ErrorBody};
 use crate::registry::{
     Agency, AgencyKind, AuditEntry, Certificate, CertificateStatus, Device, Entrustment,
     EntrustmentItem, EntrustmentStatus, Matter, Officer, Role, timestamp,
 };
 use crate::routes::enroll::{ADMIN_CODE_LIFETIME_MS, enrollment_code_hash, new_enrollment_code};
+use crate::routes::openapi::Binary;
 use crate::routes::run_blocking;
 use crate::state::AppState;
 use crate::store::registry::{self, Author};
@@ -110,16 +111,35 @@ fn parse_term(valid_from: &str, valid_to: &str) -> Result<(i64, i64), ApiError> 
 
 // ---- agencies ---------------------------------------------------------------------------------
 
-#[derive(Debug, Deserialize)]
+/// `POST /v1/admin/agencies`.
+#[derive(Debug, Deserialize, ToSchema)]
 struct NewAgency {
+    /// Generated as `a-…` when absent.
     id: Option<String>,
+    /// The agency's name.
     name: String,
+    /// The agency's code (代字), used in document numbers.
     code: String,
+    /// `county_dept`, `township` or `justice_bureau`.
+    #[schema(value_type = String, example = "township")]
     kind: AgencyKind,
+    /// The agency above it, if any.
     parent: Option<String>,
+    /// Its complaint hotline, published.
     hotline: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/agencies",
+    tag = "admin",
+    responses(
+        (status = 200, description = "Every agency (`registry::Agency`)", body = Vec<Object>),
+        (status = 401, description = "Missing, bad or expired token or proof", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the caller is not an admin", body = ErrorBody),
+        (status = "5XX", description = "A server fault", body = ErrorBody),
+    )
+)]
 async fn list_agencies(
     State(state): State<AppState>,
     _: Admin,
@@ -127,6 +147,21 @@ async fn list_agencies(
     Ok(Json(with_store(&state, |store| store.read(|tx| registry::list_agencies(tx))).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/agencies",
+    tag = "admin",
+    request_body(content = NewAgency, description = "The agency; `id` is generated when absent"),
+    responses(
+        (status = 201, description = "The new agency (`registry::Agency`)", body = Object),
+        (status = 401, description = "Missing, bad or expired token or proof", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the caller is not an admin", body = ErrorBody),
+        (status = 400, description = "`malformed_json`", body = ErrorBody),
+        (status = 409, description = "`already_exists`", body = ErrorBody),
+        (status = 422, description = "`unknown_reference`", body = ErrorBody),
+        (status = "5XX", description = "A server fault", body = ErrorBody),
+    )
+)]
 async fn create_agency(
     State(state): State<AppState>,
     admin: Admin,
@@ -149,6 +184,17 @@ async fn create_agency(
 
 // ---- matters ----------------------------------------------------------------------------------
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/matters",
+    tag = "admin",
+    responses(
+        (status = 200, description = "Every matter (`registry::Matter`)", body = Vec<Object>),
+        (status = 401, description = "Missing, bad or expired token or proof", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the caller is not an admin", body = ErrorBody),
+        (status = "5XX", description = "A server fault", body = ErrorBody),
+    )
+)]
 async fn list_matters(
     State(state): State<AppState>,
     _: Admin,
@@ -156,6 +202,20 @@ async fn list_matters(
     Ok(Json(with_store(&state, |store| store.read(|tx| registry::list_matters(tx))).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/matters",
+    tag = "admin",
+    request_body(content = Object, description = "The matter, as `registry::Matter`"),
+    responses(
+        (status = 201, description = "The new matter (`registry::Matter`)", body = Object),
+        (status = 401, description = "Missing, bad or expired token or proof", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the caller is not an admin", body = ErrorBody),
+        (status = 400, description = "`malformed_json`", body = ErrorBody),
+        (status = 409, description = "`already_exists`", body = ErrorBody),
+        (status = "5XX", description = "A server fault", body = ErrorBody),
+    )
+)]
 async fn create_matter(
     State(state): State<AppState>,
     admin: Admin,
@@ -170,18 +230,40 @@ async fn create_matter(
 
 // ---- entrustments -----------------------------------------------------------------------------
 
-#[derive(Debug, Deserialize)]
+/// `POST /v1/admin/entrustments`.
+#[derive(Debug, Deserialize, ToSchema)]
 struct NewEntrustment {
+    /// Generated when absent.
     id: Option<String>,
+    /// The county department that entrusts.
     entrusting_agency: String,
+    /// The township entrusted.
     township: String,
+    /// The legal basis of the agreement.
     legal_basis: String,
+    /// Start of the term: RFC 3339 or a date.
     valid_from: String,
+    /// End of the term: RFC 3339 or a date (inclusive).
     valid_to: String,
+    /// `draft`, `signed`, `filed`, `published`, `active`, …; `registry::EntrustmentStatus`.
+    #[schema(value_type = Option<String>)]
     status: Option<EntrustmentStatus>,
+    /// The matters entrusted, each `{"matter", "actions": [...]}` (`registry::EntrustmentItem`).
+    #[schema(value_type = Vec<Object>)]
     items: Vec<EntrustmentItem>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/entrustments",
+    tag = "admin",
+    responses(
+        (status = 200, description = "Every entrustment agreement (`registry::Entrustment`)", body = Vec<Object>),
+        (status = 401, description = "Missing, bad or expired token or proof", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the caller is not an admin", body = ErrorBody),
+        (status = "5XX", description = "A server fault", body = ErrorBody),
+    )
+)]
 async fn list_entrustments(
     State(state): State<AppState>,
     _: Admin,
@@ -189,6 +271,21 @@ async fn list_entrustments(
     Ok(Json(with_store(&state, |store| store.read(|tx| registry::list_entrustments(tx))).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/entrustments",
+    tag = "admin",
+    request_body(content = NewEntrustment, description = "The agreement; `id` is generated when absent"),
+    responses(
+        (status = 201, description = "The new agreement (`registry::Entrustment`)", body = Object),
+        (status = 401, description = "Missing, bad or expired token or proof", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the caller is not an admin", body = ErrorBody),
+        (status = 400, description = "`malformed_json`", body = ErrorBody),
+        (status = 409, description = "`already_exists`", body = ErrorBody),
+        (status = 422, description = "`unknown_reference`, or `not_entrustable`: an item grants an action that is never entrusted", body = ErrorBody),
+        (status = "5XX", description = "A server fault", body = ErrorBody),
+    )
+)]
 async fn create_entrustment(
     State(state): State<AppState>,
     admin: Admin,
@@ -220,6 +317,27 @@ async fn create_entrustment(
     Ok(created(row))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/entrustments/{id}/{action}",
+    tag = "admin",
+    request_body(
+        content = Option<Binary>,
+        content_type = "application/octet-stream",
+        description = "Ignored; may be empty"
+    ),
+    params(
+        ("id" = String, Path, description = "The agreement id"),
+        ("action" = String, Path, description = "`suspend`, `revoke` or `activate`"),
+    ),
+    responses(
+        (status = 200, description = "The agreement after the change (`registry::Entrustment`)", body = Object),
+        (status = 401, description = "Missing, bad or expired token or proof", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the caller is not an admin", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such object, or no such action", body = ErrorBody),
+        (status = "5XX", description = "A server fault", body = ErrorBody),
+    )
+)]
 async fn change_entrustment(
     State(state): State<AppState>,
     admin: Admin,
@@ -244,14 +362,31 @@ async fn change_entrustment(
 
 // ---- officers ---------------------------------------------------------------------------------
 
-#[derive(Debug, Deserialize)]
+/// `POST /v1/admin/officers`.
+#[derive(Debug, Deserialize, ToSchema)]
 struct NewOfficer {
+    /// Generated when absent.
     id: Option<String>,
+    /// The officer's name.
     name: String,
+    /// The township the officer belongs to; none for county staff.
     township: Option<String>,
+    /// `officer`, `supervisor` or `admin`.
+    #[schema(value_type = String, example = "officer")]
     role: Role,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/officers",
+    tag = "admin",
+    responses(
+        (status = 200, description = "Every officer (`registry::Officer`)", body = Vec<Object>),
+        (status = 401, description = "Missing, bad or expired token or proof", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the caller is not an admin", body = ErrorBody),
+        (status = "5XX", description = "A server fault", body = ErrorBody),
+    )
+)]
 async fn list_officers(
     State(state): State<AppState>,
     _: Admin,
@@ -259,6 +394,21 @@ async fn list_officers(
     Ok(Json(with_store(&state, |store| store.read(|tx| registry::list_officers(tx))).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/officers",
+    tag = "admin",
+    request_body(content = NewOfficer, description = "The officer; `id` is generated when absent"),
+    responses(
+        (status = 201, description = "The new officer (`registry::Officer`)", body = Object),
+        (status = 401, description = "Missing, bad or expired token or proof", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the caller is not an admin", body = ErrorBody),
+        (status = 400, description = "`malformed_json`", body = ErrorBody),
+        (status = 409, description = "`already_exists`", body = ErrorBody),
+        (status = 422, description = "`unknown_reference`", body = ErrorBody),
+        (status = "5XX", description = "A server fault", body = ErrorBody),
+    )
+)]
 async fn create_officer(
     State(state): State<AppState>,
     admin: Admin,
@@ -277,13 +427,33 @@ async fn create_officer(
     Ok(created(row))
 }
 
-#[derive(Debug, Deserialize)]
+/// `POST /v1/admin/officers/{id}/move`.
+#[derive(Debug, Deserialize, ToSchema)]
 struct OfficerMove {
+    /// The officer's new township.
     township: String,
 }
 
 /// Moves an officer to another township; their devices evict the old township's documents
 /// on their next sync.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/officers/{id}/move",
+    tag = "admin",
+    params(
+        ("id" = String, Path, description = "The officer id"),
+    ),
+    request_body(content = OfficerMove, description = "The township to move to"),
+    responses(
+        (status = 200, description = "The officer after the move (`registry::Officer`)", body = Object),
+        (status = 401, description = "Missing, bad or expired token or proof", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the caller is not an admin", body = ErrorBody),
+        (status = 400, description = "`malformed_json`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such object, or no such action", body = ErrorBody),
+        (status = 422, description = "`unknown_reference`", body = ErrorBody),
+        (status = "5XX", description = "A server fault", body = ErrorBody),
+    )
+)]
 async fn move_officer(
     State(state): State<AppState>,
     admin: Admin,
@@ -300,17 +470,36 @@ async fn move_officer(
 
 // ---- certificates -----------------------------------------------------------------------------
 
-#[derive(Debug, Deserialize)]
+/// `POST /v1/admin/certificates`.
+#[derive(Debug, Deserialize, ToSchema)]
 struct NewCertificate {
+    /// The certificate number (执法证号).
     cert_no: String,
+    /// The officer who holds it.
     officer: String,
+    /// Who issued it.
     issuer: String,
+    /// The enforcement sectors it covers, e.g. `work_safety`.
     sectors: Vec<String>,
+    /// Where it is valid.
     territory: String,
+    /// Start of validity: RFC 3339 or a date.
     valid_from: String,
+    /// End of validity: RFC 3339 or a date (inclusive).
     valid_to: String,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/certificates",
+    tag = "admin",
+    responses(
+        (status = 200, description = "Every certificate (`registry::Certificate`)", body = Vec<Object>),
+        (status = 401, description = "Missing, bad or expired token or proof", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the caller is not an admin", body = ErrorBody),
+        (status = "5XX", description = "A server fault", body = ErrorBody),
+    )
+)]
 async fn list_certificates(
     State(state): State<AppState>,
     _: Admin,
@@ -318,6 +507,21 @@ async fn list_certificates(
     Ok(Json(with_store(&state, |store| store.read(|tx| registry::list_certificates(tx))).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/certificates",
+    tag = "admin",
+    request_body(content = NewCertificate, description = "The certificate"),
+    responses(
+        (status = 201, description = "The new certificate (`registry::Certificate`)", body = Object),
+        (status = 401, description = "Missing, bad or expired token or proof", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the caller is not an admin", body = ErrorBody),
+        (status = 400, description = "`malformed_json`", body = ErrorBody),
+        (status = 409, description = "`already_exists`", body = ErrorBody),
+        (status = 422, description = "`unknown_reference`", body = ErrorBody),
+        (status = "5XX", description = "A server fault", body = ErrorBody),
+    )
+)]
 async fn create_certificate(
     State(state): State<AppState>,
     admin: Admin,
@@ -342,6 +546,27 @@ async fn create_certificate(
     Ok(created(row))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/certificates/{cert_no}/{action}",
+    tag = "admin",
+    request_body(
+        content = Option<Binary>,
+        content_type = "application/octet-stream",
+        description = "Ignored; may be empty"
+    ),
+    params(
+        ("cert_no" = String, Path, description = "The certificate number"),
+        ("action" = String, Path, description = "`suspend`, `revoke` or `reinstate`"),
+    ),
+    responses(
+        (status = 200, description = "The certificate after the change (`registry::Certificate`)", body = Object),
+        (status = 401, description = "Missing, bad or expired token or proof", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the caller is not an admin", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such object, or no such action", body = ErrorBody),
+        (status = "5XX", description = "A server fault", body = ErrorBody),
+    )
+)]
 async fn change_certificate(
     State(state): State<AppState>,
     admin: Admin,
@@ -366,6 +591,17 @@ async fn change_certificate(
 
 // ---- devices, codes, audit --------------------------------------------------------------------
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/devices",
+    tag = "admin",
+    responses(
+        (status = 200, description = "Every enrolled device (`registry::Device`)", body = Vec<Object>),
+        (status = 401, description = "Missing, bad or expired token or proof", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the caller is not an admin", body = ErrorBody),
+        (status = "5XX", description = "A server fault", body = ErrorBody),
+    )
+)]
 async fn list_devices(
     State(state): State<AppState>,
     _: Admin,
@@ -373,6 +609,27 @@ async fn list_devices(
     Ok(Json(with_store(&state, |store| store.read(|tx| devices::list_devices(tx))).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/devices/{id}/{action}",
+    tag = "admin",
+    request_body(
+        content = Option<Binary>,
+        content_type = "application/octet-stream",
+        description = "Ignored; may be empty"
+    ),
+    params(
+        ("id" = String, Path, description = "The device id"),
+        ("action" = String, Path, description = "`revoke`"),
+    ),
+    responses(
+        (status = 200, description = "The device after the change (`registry::Device`)", body = Object),
+        (status = 401, description = "Missing, bad or expired token or proof", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the caller is not an admin", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such object, or no such action", body = ErrorBody),
+        (status = "5XX", description = "A server fault", body = ErrorBody),
+    )
+)]
 async fn change_device(
     State(state): State<AppState>,
     admin: Admin,
@@ -391,16 +648,43 @@ async fn change_device(
     Ok(Json(row))
 }
 
-#[derive(Debug, Deserialize)]
+/// `POST /v1/admin/enroll-codes`.
+#[derive(Debug, Deserialize, ToSchema)]
 struct NewEnrollmentCode {
+    /// The officer whose next device the code enrolls.
     officer: String,
 }
 
+/// A one-time enrollment code, shown once: the server keeps only its hash.
+#[derive(Debug, Serialize, ToSchema)]
+struct EnrollmentCode {
+    /// 26 base32 characters.
+    code: String,
+    /// The officer it enrolls a device for.
+    officer: String,
+    /// When it stops working, RFC 3339.
+    expires_at: String,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/admin/enroll-codes",
+    tag = "admin",
+    request_body(content = NewEnrollmentCode, description = "The officer the code enrolls a device for"),
+    responses(
+        (status = 201, description = "A one-time code for the officer's next device", body = EnrollmentCode),
+        (status = 401, description = "Missing, bad or expired token or proof", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the caller is not an admin", body = ErrorBody),
+        (status = 400, description = "`malformed_json`", body = ErrorBody),
+        (status = 422, description = "`unknown_reference`", body = ErrorBody),
+        (status = "5XX", description = "A server fault", body = ErrorBody),
+    )
+)]
 async fn issue_enrollment_code(
     State(state): State<AppState>,
     admin: Admin,
     ApiJson(new): ApiJson<NewEnrollmentCode>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<EnrollmentCode>), ApiError> {
     let code = new_enrollment_code();
     let code_hash = enrollment_code_hash(&code);
     let expires_at = now_millis() + ADMIN_CODE_LIFETIME_MS;
@@ -409,13 +693,24 @@ async fn issue_enrollment_code(
         devices::insert_enrollment_code(tx, change, &code_hash, &officer, expires_at)
     })
     .await?;
-    Ok(created(json!({
-        "code": code,
-        "officer": new.officer,
-        "expires_at": timestamp::format(expires_at),
-    })))
+    Ok(created(EnrollmentCode {
+        code,
+        officer: new.officer,
+        expires_at: timestamp::format(expires_at),
+    }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/audit",
+    tag = "admin",
+    responses(
+        (status = 200, description = "The audit log (`registry::AuditEntry`)", body = Vec<Object>),
+        (status = 401, description = "Missing, bad or expired token or proof", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the caller is not an admin", body = ErrorBody),
+        (status = "5XX", description = "A server fault", body = ErrorBody),
+    )
+)]
 async fn list_audit(
     State(state): State<AppState>,
     _: Admin,

@@ -15,12 +15,14 @@ use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::auth::{Caller, now_millis};
 use crate::blob_files::{self, Finished, MAX_BLOB_BYTES, is_blob_id, is_storage_full};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::registry::Role;
+use crate::routes::openapi::Binary;
 use crate::routes::run_blocking;
 use crate::state::AppState;
 use crate::store::blobs::{self, NewBlob};
@@ -44,12 +46,65 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/v1/blobs/{sha256}/upload", get(get_upload))
 }
 
+/// Where a blob's upload stands.
+#[derive(Debug, Serialize, ToSchema)]
+struct BlobStatus {
+    /// The blob's id: the SHA-256 of its bytes, lowercase hex.
+    sha256: String,
+    /// Whether the blob is stored and verified.
+    complete: bool,
+    /// Bytes the server holds; the next chunk starts here.
+    received: u64,
+    /// The blob's size once complete, `null` before; absent from a `202` chunk answer.
+    #[serde(skip_serializing_if = "Size::is_omitted")]
+    #[schema(value_type = Option<u64>)]
+    size: Size,
+}
+
+/// `size` of a [`BlobStatus`]: the wire has three forms, so an `Option` would not do.
+#[derive(Debug)]
+enum Size {
+    /// Left out (`202` to a chunk that does not complete the blob).
+    Omitted,
+    /// `null` (`GET …/upload` of an incomplete blob).
+    Unknown,
+    /// The stored blob's size.
+    Known(u64),
+}
+
+impl Size {
+    fn is_omitted(&self) -> bool {
+        matches!(self, Self::Omitted)
+    }
+}
+
+impl Serialize for Size {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Omitted | Self::Unknown => serializer.serialize_none(),
+            Self::Known(size) => serializer.serialize_some(size),
+        }
+    }
+}
+
 /// How much of a blob the server holds.
+#[utoipa::path(
+    get,
+    path = "/v1/blobs/{sha256}/upload",
+    tag = "blobs",
+    params(("sha256" = String, Path, description = "The blob's SHA-256, 64 lowercase hex digits")),
+    responses(
+        (status = 200, description = "Where the upload stands", body = BlobStatus),
+        (status = 400, description = "`invalid_blob_id`", body = ErrorBody),
+        (status = 401, description = "Missing, bad or expired token or proof", body = ErrorBody),
+        (status = "5XX", description = "A server fault", body = ErrorBody),
+    )
+)]
 async fn get_upload(
     State(state): State<AppState>,
     _caller: Caller,
     path: Result<Path<String>, PathRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<BlobStatus>, ApiError> {
     let sha256 = parse_blob_id(path)?;
     let store = state.store().clone();
     let files = state.blob_files().clone();
@@ -58,13 +113,41 @@ async fn get_upload(
             return Ok(complete(&sha256, size));
         }
         let received = files.received(&sha256).map_err(io_error)?;
-        Ok(json!({ "sha256": sha256, "complete": false, "received": received, "size": null }))
+        Ok(BlobStatus { sha256, complete: false, received, size: Size::Unknown })
     })
     .await?;
     Ok(Json(answer))
 }
 
 /// Appends one chunk of a blob; the chunk that completes it stores the verified blob.
+#[utoipa::path(
+    put,
+    path = "/v1/blobs/{sha256}",
+    tag = "blobs",
+    params(
+        ("sha256" = String, Path, description = "The blob's SHA-256, 64 lowercase hex digits"),
+        ("Upload-Offset" = u64, Header, description = "Where the chunk starts in the blob"),
+        ("Upload-Length" = u64, Header, description = "The whole blob's size"),
+    ),
+    request_body(
+        content = Binary,
+        content_type = "application/octet-stream",
+        description = "One chunk of at most 8 MiB"
+    ),
+    responses(
+        (status = 200, description = "The blob was already stored; the chunk is ignored", body = BlobStatus),
+        (status = 201, description = "The chunk completed the blob, verified and stored", body = BlobStatus),
+        (status = 202, description = "The chunk is held; more are needed", body = BlobStatus),
+        (status = 400, description = "`invalid_blob_id`, `malformed_upload`, \
+            `blob_hash_mismatch`", body = ErrorBody),
+        (status = 401, description = "Missing, bad or expired token or proof", body = ErrorBody),
+        (status = 409, description = "`upload_offset_mismatch`: the chunk does not start where \
+            the upload stands; `received` and `Upload-Offset` say where", body = ErrorBody),
+        (status = 413, description = "`body_too_large` or `blob_too_large`", body = ErrorBody),
+        (status = 507, description = "`storage_full`", body = ErrorBody),
+        (status = "5XX", description = "A server fault", body = ErrorBody),
+    )
+)]
 async fn upload_blob(
     State(state): State<AppState>,
     caller: Caller,
@@ -133,7 +216,7 @@ async fn upload_blob(
     };
     match finished {
         None => {
-            let answer = json!({ "sha256": sha256, "complete": false, "received": end });
+            let answer = BlobStatus { sha256, complete: false, received: end, size: Size::Omitted };
             Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
         }
         Some(Finished::Mismatch(actual)) => Err(ApiError::BlobHashMismatch(format!(
@@ -155,6 +238,20 @@ async fn upload_blob(
 }
 
 /// The bytes of a blob the caller may read.
+#[utoipa::path(
+    get,
+    path = "/v1/blobs/{sha256}",
+    tag = "blobs",
+    params(("sha256" = String, Path, description = "The blob's SHA-256, 64 lowercase hex digits")),
+    responses(
+        (status = 200, description = "The blob's bytes", body = Binary,
+            content_type = "application/octet-stream"),
+        (status = 400, description = "`invalid_blob_id`", body = ErrorBody),
+        (status = 401, description = "Missing, bad or expired token or proof", body = ErrorBody),
+        (status = 404, description = "No such blob, or none the caller may read", body = ErrorBody),
+        (status = "5XX", description = "A server fault", body = ErrorBody),
+    )
+)]
 async fn get_blob(
     State(state): State<AppState>,
     caller: Caller,
@@ -202,8 +299,13 @@ async fn get_blob(
         .into_response())
 }
 
-fn complete(sha256: &str, size: u64) -> Value {
-    json!({ "sha256": sha256, "complete": true, "received": size, "size": size })
+fn complete(sha256: &str, size: u64) -> BlobStatus {
+    BlobStatus {
+        sha256: sha256.to_owned(),
+        complete: true,
+        received: size,
+        size: Size::Known(size),
+    }
 }
 
 fn parse_blob_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {

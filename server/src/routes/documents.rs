@@ -10,9 +10,10 @@ use sync_core::ids::DocumentId;
 use sync_core::records::Record;
 use sync_core::validate::{Finding, RuleContext, findings_with};
 use sync_core::view::DocumentView;
+use utoipa::ToSchema;
 
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::routes::run_blocking;
 use crate::state::AppState;
 use crate::store::{DocumentSummary, HistoryEntry, Store, Visibility, blobs};
@@ -29,14 +30,21 @@ pub(crate) fn router() -> Router<AppState> {
 }
 
 /// One document in the list.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct DocumentListItem {
+    /// The document id, a UUID.
     id: String,
+    /// `inspection` or `case`; `null` when the document is not a readable record.
     kind: Option<String>,
+    /// The one-word status of the record.
     status: Option<String>,
+    /// The matter code the record is about.
     matter: Option<String>,
+    /// The township the record belongs to; it decides who sees it.
     township: Option<String>,
+    /// The server's heads, change hashes in hex.
     heads: Vec<String>,
+    /// Server time of the last change, Unix milliseconds.
     updated_at: i64,
 }
 
@@ -55,18 +63,29 @@ impl From<DocumentSummary> for DocumentListItem {
 }
 
 /// One change of a document's history.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct HistoryItem {
+    /// The change's position in the server's feed.
     feed_seq: i64,
+    /// The change hash, hex.
     hash: String,
+    /// The Automerge actor that made it, hex.
     actor: String,
+    /// The actor's sequence number.
     seq: i64,
+    /// The hashes of the changes it depends on.
     deps: Vec<String>,
+    /// The device that uploaded it; none for server-authored changes.
     device: Option<String>,
+    /// The officer it is attributed to.
     officer: Option<String>,
+    /// The certificate the officer acted under.
     certificate: Option<String>,
+    /// When the server received it, Unix milliseconds.
     received_at: i64,
+    /// The time the device claims it was made, Unix milliseconds; not to be trusted alone.
     device_time: Option<i64>,
+    /// The change's commit message.
     message: Option<String>,
 }
 
@@ -90,6 +109,17 @@ impl From<HistoryEntry> for HistoryItem {
 
 /// Lists every document the caller sees with its projected fields, the most recently changed
 /// first.
+#[utoipa::path(
+    get,
+    path = "/v1/docs",
+    tag = "documents",
+    responses(
+        (status = 200, description = "The documents the caller sees", body = Vec<DocumentListItem>),
+        (status = 401, description = "Missing, bad or expired token or proof", body = ErrorBody),
+        (status = 403, description = "The certificate is not valid now", body = ErrorBody),
+        (status = "5XX", description = "A server fault", body = ErrorBody),
+    )
+)]
 async fn list_documents(
     State(state): State<AppState>,
     caller: Caller,
@@ -101,6 +131,21 @@ async fn list_documents(
 }
 
 /// The merged view of one document.
+#[utoipa::path(
+    get,
+    path = "/v1/docs/{id}",
+    tag = "documents",
+    params(("id" = String, Path, description = "The document id, a UUID")),
+    responses(
+        (status = 200, description = "The merged view, as `fieldcase show --json` prints it \
+            (`sync_core::view::DocumentView`)", body = Object),
+        (status = 400, description = "`invalid_document_id`", body = ErrorBody),
+        (status = 401, description = "Missing, bad or expired token or proof", body = ErrorBody),
+        (status = 403, description = "`out_of_scope`, or the certificate is not valid now", body = ErrorBody),
+        (status = 404, description = "`unknown_document`", body = ErrorBody),
+        (status = "5XX", description = "A server fault", body = ErrorBody),
+    )
+)]
 async fn get_document(
     State(state): State<AppState>,
     caller: Caller,
@@ -142,6 +187,20 @@ fn evidence_pending(store: &Store, record: &Record) -> Result<Vec<Finding>, ApiE
 }
 
 /// Every change of one document in feed order: who wrote what, and when it arrived.
+#[utoipa::path(
+    get,
+    path = "/v1/docs/{id}/history",
+    tag = "documents",
+    params(("id" = String, Path, description = "The document id, a UUID")),
+    responses(
+        (status = 200, description = "Every stored change of the document, in feed order", body = Vec<HistoryItem>),
+        (status = 400, description = "`invalid_document_id`", body = ErrorBody),
+        (status = 401, description = "Missing, bad or expired token or proof", body = ErrorBody),
+        (status = 403, description = "`out_of_scope`, or the certificate is not valid now", body = ErrorBody),
+        (status = 404, description = "`unknown_document`", body = ErrorBody),
+        (status = "5XX", description = "A server fault", body = ErrorBody),
+    )
+)]
 async fn get_history(
     State(state): State<AppState>,
     caller: Caller,

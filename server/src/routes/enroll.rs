@@ -5,13 +5,15 @@
 use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
+use sync_core::scope::MasterData;
+use utoipa::ToSchema;
 
 use crate::auth::keys::random_bytes;
 use crate::auth::{ProofOfPossession, now_millis, now_seconds};
-use crate::error::{ApiError, ApiJson};
+use crate::error::{ApiError, ApiJson, ErrorBody};
 use crate::routes::run_blocking;
 use crate::routes::token::master_data;
 use crate::state::AppState;
@@ -33,18 +35,60 @@ pub(crate) fn router() -> Router<AppState> {
 }
 
 /// The enrollment request body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 struct EnrollRequest {
+    /// The one-time code an admin issued; spaces, dashes and case are ignored.
     code: String,
+    /// A name for the device, shown to admins.
     name: Option<String>,
 }
 
+/// The enrollment answer: who the device now acts for, and what to verify the server with.
+#[derive(Debug, Serialize, ToSchema)]
+struct EnrollAnswer {
+    /// The new device's id.
+    device: String,
+    /// The officer the code was issued for.
+    officer: String,
+    /// The officer's name.
+    officer_name: String,
+    /// `officer`, `supervisor` or `admin`.
+    role: &'static str,
+    /// The officer's township, if any.
+    township: Option<String>,
+    /// The device's Automerge actor, 32 hex digits.
+    actor: String,
+    /// The server's Ed25519 public key as a JWK, to verify master data offline.
+    #[schema(value_type = Object)]
+    server_key: Value,
+    /// The master data as a compact JWS signed by the server.
+    master_data: String,
+    /// The same master data in clear (`sync_core::scope::MasterData`).
+    #[schema(value_type = Object)]
+    master_data_json: MasterData,
+}
+
 /// Enrolls the device whose key signed the proof, consuming the code.
+#[utoipa::path(
+    post,
+    path = "/v1/enroll",
+    tag = "auth",
+    security(("dpop_proof" = [])),
+    request_body = EnrollRequest,
+    responses(
+        (status = 200, description = "The device is enrolled", body = EnrollAnswer),
+        (status = 400, description = "The code is unknown, used or expired, or the body does \
+            not parse", body = ErrorBody),
+        (status = 401, description = "The DPoP proof is missing, bad or replayed", body = ErrorBody),
+        (status = 409, description = "The device key is already enrolled", body = ErrorBody),
+        (status = "5XX", description = "A server fault", body = ErrorBody),
+    )
+)]
 async fn enroll_device(
     State(state): State<AppState>,
     ProofOfPossession(proof): ProofOfPossession,
     ApiJson(request): ApiJson<EnrollRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<EnrollAnswer>, ApiError> {
     let now_ms = now_millis();
     let enrollment = Enrollment {
         code_hash: enrollment_code_hash(&request.code),
@@ -69,17 +113,17 @@ async fn enroll_device(
     tracing::info!(device = %device.id, officer = %device.officer, "enrolled a device");
     let master = master_data(&standing, standing.certificate.as_ref(), now_ms);
     let tokens = state.auth().tokens();
-    Ok(Json(json!({
-        "device": device.id,
-        "officer": standing.officer.id,
-        "officer_name": standing.officer.name,
-        "role": standing.officer.role.as_str(),
-        "township": standing.officer.township,
-        "actor": actor,
-        "server_key": tokens.public_jwk(),
-        "master_data": tokens.sign_master_data(&master, now_seconds()),
-        "master_data_json": master,
-    })))
+    Ok(Json(EnrollAnswer {
+        device: device.id,
+        officer: standing.officer.id,
+        officer_name: standing.officer.name,
+        role: standing.officer.role.as_str(),
+        township: standing.officer.township,
+        actor,
+        server_key: tokens.public_jwk(),
+        master_data: tokens.sign_master_data(&master, now_seconds()),
+        master_data_json: master,
+    }))
 }
 
 /// A new one-time code: 128 random bits as 26 base32 characters.

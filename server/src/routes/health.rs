@@ -2,7 +2,8 @@
 
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::state::AppState;
 
@@ -11,7 +12,22 @@ pub(crate) fn router() -> Router<AppState> {
     Router::new().route("/healthz", get(get_health))
 }
 
+/// The liveness answer.
+#[derive(Debug, Serialize, ToSchema)]
+struct Health {
+    /// Always `ok`: a server that answers at all is alive.
+    #[schema(example = "ok")]
+    status: &'static str,
+}
+
 /// Answers `{"status":"ok"}` while the server accepts requests.
-async fn get_health() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    security(()),
+    responses((status = 200, description = "The server accepts requests", body = Health))
+)]
+async fn get_health() -> Json<Health> {
+    Json(Health { status: "ok" })
 }

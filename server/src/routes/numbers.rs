@@ -8,19 +8,21 @@
 //! `number_outside_block`), judged at every merge (`store::findings`), and reconciliation reads
 //! the numbers projected then.
 
+use std::collections::BTreeMap;
+
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Datelike as _;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 use sync_core::numbers::{NumberBlock, reconcile};
+use utoipa::ToSchema;
 
 use crate::auth::keys::random_bytes;
 use crate::auth::{Caller, now_millis};
-use crate::error::{ApiError, ApiJson};
+use crate::error::{ApiError, ApiJson, ErrorBody};
 use crate::registry::Role;
 use crate::routes::run_blocking;
 use crate::state::AppState;
@@ -44,14 +46,51 @@ pub(crate) fn router() -> Router<AppState> {
 }
 
 /// `POST /v1/numbers/lease`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LeaseBody {
+    /// The kind of document the serials number, a snake_case code of at most 64 characters.
+    #[schema(example = "penalty_decision")]
     doc_type: String,
+    /// Serials to lease, 1 to 50; 20 when absent.
+    #[schema(minimum = 1, maximum = 50)]
     count: Option<i64>,
 }
 
+/// Every serial of a block, accounted for (`sync_core::numbers::Reconciliation`).
+#[derive(Debug, Serialize, ToSchema)]
+struct ReconciliationAnswer {
+    /// The block (`sync_core::numbers::NumberBlock`).
+    #[schema(value_type = Object)]
+    block: NumberBlock,
+    /// Serials used exactly once.
+    used: Vec<i64>,
+    /// Serials voided.
+    void: Vec<i64>,
+    /// Serials neither used nor voided.
+    unused: Vec<i64>,
+    /// Serials used more than once, each with the ids of the documents that carry it.
+    #[schema(value_type = std::collections::HashMap<String, Vec<String>>)]
+    duplicates: BTreeMap<i64, Vec<String>>,
+    /// Serials reported that lie outside the block.
+    outside: Vec<i64>,
+}
+
 /// Leases the next serials of the caller's number space to the calling device.
+#[utoipa::path(
+    post,
+    path = "/v1/numbers/lease",
+    tag = "numbers",
+    request_body = LeaseBody,
+    responses(
+        (status = 201, description = "The leased block (`sync_core::numbers::NumberBlock`)", body = Object),
+        (status = 400, description = "`malformed_json`: bad `doc_type` or `count`", body = ErrorBody),
+        (status = 401, description = "Missing, bad or expired token or proof", body = ErrorBody),
+        (status = 403, description = "`forbidden` for a non-officer, `out_of_scope` without a \
+            township, or the certificate is not valid now", body = ErrorBody),
+        (status = "5XX", description = "A server fault", body = ErrorBody),
+    )
+)]
 async fn lease_block(
     State(state): State<AppState>,
     caller: Caller,
@@ -105,11 +144,23 @@ async fn lease_block(
 /// Accounts for every serial of a block: used, void, unused, used twice, and reported
 /// outside it. Supervisors and admins see every block, an officer only the blocks of their
 /// devices; any other block is `not_found`, so ids cannot be probed.
+#[utoipa::path(
+    get,
+    path = "/v1/numbers/blocks/{id}/reconciliation",
+    tag = "numbers",
+    params(("id" = String, Path, description = "The block id, `nb-…`")),
+    responses(
+        (status = 200, description = "Every serial of the block, accounted for", body = ReconciliationAnswer),
+        (status = 401, description = "Missing, bad or expired token or proof", body = ErrorBody),
+        (status = 404, description = "No such block, or one the caller may not see", body = ErrorBody),
+        (status = "5XX", description = "A server fault", body = ErrorBody),
+    )
+)]
 async fn reconcile_block(
     State(state): State<AppState>,
     caller: Caller,
     id: Result<Path<String>, PathRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ReconciliationAnswer>, ApiError> {
     let Path(id) = id.map_err(|_| ApiError::NotFound)?;
     let store = state.store().clone();
     let (found, uses) = run_blocking(move || {
@@ -130,12 +181,12 @@ async fn reconcile_block(
         return Err(ApiError::NotFound);
     }
     let reconciliation = reconcile(&block, &uses);
-    Ok(Json(json!({
-        "block": block,
-        "used": reconciliation.used,
-        "void": reconciliation.void,
-        "unused": reconciliation.unused,
-        "duplicates": reconciliation.duplicates,
-        "outside": reconciliation.outside,
-    })))
+    Ok(Json(ReconciliationAnswer {
+        block,
+        used: reconciliation.used,
+        void: reconciliation.void,
+        unused: reconciliation.unused,
+        duplicates: reconciliation.duplicates,
+        outside: reconciliation.outside,
+    }))
 }

@@ -7,7 +7,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 
 use crate::auth::now_millis;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::routes::run_blocking;
 use crate::state::AppState;
 use crate::store::public::{
@@ -24,6 +24,16 @@ pub(crate) fn router() -> Router<AppState> {
 }
 
 /// Officers who may enforce now, with their certificates.
+#[utoipa::path(
+    get,
+    path = "/v1/public/officers",
+    tag = "public",
+    security(()),
+    responses(
+        (status = 200, description = "Officers who may enforce now, with their certificates (`PublicOfficer`)", body = Vec<Object>),
+        (status = "5XX", description = "A server fault", body = ErrorBody),
+    )
+)]
 async fn list_officers(
     State(state): State<AppState>,
 ) -> Result<Json<Vec<PublicOfficer>>, ApiError> {
@@ -33,6 +43,16 @@ async fn list_officers(
 }
 
 /// Active entrustment agreements and what they entrust.
+#[utoipa::path(
+    get,
+    path = "/v1/public/entrustments",
+    tag = "public",
+    security(()),
+    responses(
+        (status = 200, description = "Active entrustment agreements and their items (`PublicEntrustment`)", body = Vec<Object>),
+        (status = "5XX", description = "A server fault", body = ErrorBody),
+    )
+)]
 async fn list_entrustments(
     State(state): State<AppState>,
 ) -> Result<Json<Vec<PublicEntrustment>>, ApiError> {
@@ -42,12 +62,32 @@ async fn list_entrustments(
 }
 
 /// Matters with their legal basis and penalty standards.
+#[utoipa::path(
+    get,
+    path = "/v1/public/matters",
+    tag = "public",
+    security(()),
+    responses(
+        (status = 200, description = "Matters with legal basis and penalty standards (`PublicMatter`)", body = Vec<Object>),
+        (status = "5XX", description = "A server fault", body = ErrorBody),
+    )
+)]
 async fn list_matters(State(state): State<AppState>) -> Result<Json<Vec<PublicMatter>>, ApiError> {
     let store = state.store().clone();
     Ok(Json(run_blocking(move || Ok(store.read(|tx| public::matters(tx))?)).await?))
 }
 
 /// Where to complain.
+#[utoipa::path(
+    get,
+    path = "/v1/public/complaints",
+    tag = "public",
+    security(()),
+    responses(
+        (status = 200, description = "Where to complain (`ComplaintChannel`)", body = Vec<Object>),
+        (status = "5XX", description = "A server fault", body = ErrorBody),
+    )
+)]
 async fn list_complaint_channels(
     State(state): State<AppState>,
 ) -> Result<Json<Vec<ComplaintChannel>>, ApiError> {

@@ -22,9 +22,10 @@ use sync_core::ids::DocumentId;
 use sync_core::records::Record;
 use sync_core::validate::{Finding, Severity};
 use sync_core::view::DocumentView;
+use utoipa::ToSchema;
 
 use crate::auth::{Caller, Supervisor, now_millis};
-use crate::error::{ApiError, ApiJson};
+use crate::error::{ApiError, ApiJson, ErrorBody};
 use crate::routes::run_blocking;
 use crate::state::AppState;
 use crate::store::review::{self, APPROVED, Comment, Grant, PENDING, QueueFilter, RETURNED};
@@ -42,38 +43,65 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/v1/review/{id}/grant", post(grant_request))
 }
 
-/// The queue's query string.
-#[derive(Debug, Deserialize)]
+/// The queue's query string; unknown parameters are `invalid_query`.
+// `utoipa::IntoParams` in full: the `params(...)` expansion names it so, and an import would
+// make that an unnecessary qualification.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct QueueQuery {
+    /// Only records of this township.
     township: Option<String>,
+    /// Only records with a finding of this code.
     finding: Option<String>,
+    /// Only records with conflicting values.
     conflicts: Option<bool>,
+    /// Only records in this review state: `pending`, `approved` or `returned`.
     state: Option<String>,
+    /// Only records changed since they were approved.
     changed_since_approval: Option<bool>,
+    /// Only records resubmitted after being returned.
     resubmitted: Option<bool>,
 }
 
 /// `POST /v1/review/{id}/resolve`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 struct ResolveBody {
+    /// The field's path in the record, e.g. `outcome`.
     path: String,
+    /// The supervisor's value: a string, a number or a boolean.
+    #[schema(value_type = Object)]
     value: Value,
 }
 
 /// `POST /v1/review/{id}/return`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 struct ReturnBody {
+    /// Why the record goes back to its officer; must not be blank.
     comment: String,
 }
 
 /// `POST /v1/review/{id}/grant`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 struct GrantBody {
+    /// The id of the device's request event to grant.
     event: String,
 }
 
 /// The records to review, filtered in SQL over the columns projected at every merge.
+#[utoipa::path(
+    get,
+    path = "/v1/review/queue",
+    tag = "review",
+    params(QueueQuery),
+    responses(
+        (status = 200, description = "The records to review (`store::review::QueueItem`)", body = Vec<Object>),
+        (status = 401, description = "Missing, bad or expired token or proof", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the caller is not a supervisor or an admin", body = ErrorBody),
+        (status = 400, description = "`invalid_query`", body = ErrorBody),
+        (status = "5XX", description = "A server fault", body = ErrorBody),
+    )
+)]
 async fn list_queue(
     State(state): State<AppState>,
     _supervisor: Supervisor,
@@ -101,6 +129,20 @@ async fn list_queue(
 }
 
 /// The record as a supervisor reviews it.
+#[utoipa::path(
+    get,
+    path = "/v1/review/{id}",
+    tag = "review",
+    params(("id" = String, Path, description = "The document id, a UUID")),
+    responses(
+        (status = 200, description = "The record as a supervisor reviews it: the merged view with registry-aware findings, history with what each change did, quarantined changes, the writers of conflicting values and the review state (docs/review.md)", body = Object),
+        (status = 401, description = "Missing, bad or expired token or proof", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the caller is not a supervisor or an admin", body = ErrorBody),
+        (status = 400, description = "`invalid_document_id`", body = ErrorBody),
+        (status = 404, description = "No such document", body = ErrorBody),
+        (status = "5XX", description = "A server fault", body = ErrorBody),
+    )
+)]
 async fn show_review(
     State(state): State<AppState>,
     _supervisor: Supervisor,
@@ -112,6 +154,22 @@ async fn show_review(
 }
 
 /// Sets a field to the supervisor's value, superseding every concurrent value.
+#[utoipa::path(
+    post,
+    path = "/v1/review/{id}/resolve",
+    tag = "review",
+    params(("id" = String, Path, description = "The document id, a UUID")),
+    request_body = ResolveBody,
+    responses(
+        (status = 200, description = "The review view of the record after the action: the merged view with registry-aware findings, history with what each change did, quarantined changes, the writers of conflicting values and the review state (docs/review.md)", body = Object),
+        (status = 401, description = "Missing, bad or expired token or proof", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the caller is not a supervisor or an admin", body = ErrorBody),
+        (status = 400, description = "`invalid_document_id` or `malformed_json`", body = ErrorBody),
+        (status = 404, description = "No such document", body = ErrorBody),
+        (status = 422, description = "`invalid_edit`: the record cannot take this action", body = ErrorBody),
+        (status = "5XX", description = "A server fault", body = ErrorBody),
+    )
+)]
 async fn resolve_field(
     State(state): State<AppState>,
     Supervisor(caller): Supervisor,
@@ -133,6 +191,21 @@ async fn resolve_field(
 }
 
 /// Approves the record at its current heads; later uploads to it are quarantined.
+#[utoipa::path(
+    post,
+    path = "/v1/review/{id}/approve",
+    tag = "review",
+    params(("id" = String, Path, description = "The document id, a UUID")),
+    responses(
+        (status = 200, description = "The review view of the record after the action: the merged view with registry-aware findings, history with what each change did, quarantined changes, the writers of conflicting values and the review state (docs/review.md)", body = Object),
+        (status = 401, description = "Missing, bad or expired token or proof", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the caller is not a supervisor or an admin", body = ErrorBody),
+        (status = 400, description = "`invalid_document_id` or `malformed_json`", body = ErrorBody),
+        (status = 404, description = "No such document", body = ErrorBody),
+        (status = 422, description = "`invalid_edit`: the record cannot take this action", body = ErrorBody),
+        (status = "5XX", description = "A server fault", body = ErrorBody),
+    )
+)]
 async fn approve_record(
     State(state): State<AppState>,
     Supervisor(caller): Supervisor,
@@ -143,6 +216,22 @@ async fn approve_record(
 }
 
 /// Returns the record to its officer for correction, with a comment.
+#[utoipa::path(
+    post,
+    path = "/v1/review/{id}/return",
+    tag = "review",
+    params(("id" = String, Path, description = "The document id, a UUID")),
+    request_body = ReturnBody,
+    responses(
+        (status = 200, description = "The review view of the record after the action: the merged view with registry-aware findings, history with what each change did, quarantined changes, the writers of conflicting values and the review state (docs/review.md)", body = Object),
+        (status = 401, description = "Missing, bad or expired token or proof", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the caller is not a supervisor or an admin", body = ErrorBody),
+        (status = 400, description = "`invalid_document_id` or `malformed_json`", body = ErrorBody),
+        (status = 404, description = "No such document", body = ErrorBody),
+        (status = 422, description = "`invalid_edit`: the record cannot take this action", body = ErrorBody),
+        (status = "5XX", description = "A server fault", body = ErrorBody),
+    )
+)]
 async fn return_record(
     State(state): State<AppState>,
     Supervisor(caller): Supervisor,
@@ -163,6 +252,22 @@ async fn return_record(
 }
 
 /// Grants a device's request event with the server-authored event it asks for.
+#[utoipa::path(
+    post,
+    path = "/v1/review/{id}/grant",
+    tag = "review",
+    params(("id" = String, Path, description = "The document id, a UUID")),
+    request_body = GrantBody,
+    responses(
+        (status = 200, description = "The review view of the record after the action: the merged view with registry-aware findings, history with what each change did, quarantined changes, the writers of conflicting values and the review state (docs/review.md)", body = Object),
+        (status = 401, description = "Missing, bad or expired token or proof", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the caller is not a supervisor or an admin", body = ErrorBody),
+        (status = 400, description = "`invalid_document_id` or `malformed_json`", body = ErrorBody),
+        (status = 404, description = "No such document", body = ErrorBody),
+        (status = 422, description = "`invalid_edit`: the record cannot take this action", body = ErrorBody),
+        (status = "5XX", description = "A server fault", body = ErrorBody),
+    )
+)]
 async fn grant_request(
     State(state): State<AppState>,
     Supervisor(caller): Supervisor,

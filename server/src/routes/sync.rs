@@ -84,6 +84,23 @@ pub(crate) fn router() -> Router<AppState> {
 
 /// Merges the uploaded changes and answers with the feed after the device's cursor, or with
 /// the answer stored for a retried idempotency key.
+#[utoipa::path(
+    post,
+    path = "/v1/sync",
+    tag = "sync",
+    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 128 characters of `[A-Za-z0-9_-]`; a retry of the same body gets the stored answer byte for byte")),
+    request_body(content = crate::routes::openapi::Binary, content_type = "application/vnd.fieldcase.sync", description = "A postcard-encoded `sync_core::protocol::SyncRequest` of at most 8 MiB"),
+    responses(
+        (status = 200, description = "A postcard-encoded `sync_core::protocol::SyncResponse`: per document the outcome and the server's heads, the feed after the cursor, `evict`, `more`", body = crate::routes::openapi::Binary, content_type = "application/vnd.fieldcase.sync"),
+        (status = 400, description = "`malformed_change` or `invalid_idempotency_key`", body = crate::error::ErrorBody),
+        (status = 401, description = "Missing, bad or expired token or proof", body = crate::error::ErrorBody),
+        (status = 403, description = "`forbidden`, `out_of_scope`, `foreign_actor`, or the certificate is not valid now", body = crate::error::ErrorBody),
+        (status = 409, description = "`missing_deps`, `duplicate_seq` (with `actor` and `doc`), `foreign_root`, `duplicate_change`, `idempotency_conflict`", body = crate::error::ErrorBody),
+        (status = 413, description = "`body_too_large` or `inflate_limit`", body = crate::error::ErrorBody),
+        (status = 422, description = "`batch_too_large`, `change_refused` or `document_quota`", body = crate::error::ErrorBody),
+        (status = "5XX", description = "A server fault; `busy` (503, with `Retry-After`) or `storage_full` (507) stored nothing", body = crate::error::ErrorBody),
+    )
+)]
 async fn upload_changes(
     State(state): State<AppState>,
     SyncCaller(caller): SyncCaller,

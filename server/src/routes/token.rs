@@ -9,14 +9,15 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::{Value, json};
+use serde::Serialize;
 use sync_core::scope::{CertificateSnapshot, MasterData};
+use utoipa::ToSchema;
 
 use crate::auth::token::{
     AccessClaims, Confirmation, ISSUER, TOKEN_AUDIENCE, TOKEN_LIFETIME_SECONDS,
 };
 use crate::auth::{DPOP_NONCE, ProofOfPossession, certificate_refusal, now_millis, now_seconds};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::registry::{Certificate, DeviceStatus, Role};
 use crate::routes::run_blocking;
 use crate::state::AppState;
@@ -31,20 +32,70 @@ pub(crate) fn router() -> Router<AppState> {
     Router::new().route("/v1/nonce", get(get_nonce)).route("/v1/token", post(issue_token))
 }
 
+/// The answer of `GET /v1/nonce`.
+#[derive(Debug, Serialize, ToSchema)]
+struct NonceAnswer {
+    /// The server nonce the next DPoP proofs must carry (RFC 9449 §8); also in `DPoP-Nonce`.
+    nonce: String,
+}
+
+/// The answer of `POST /v1/token` (RFC 9449 §5).
+#[derive(Debug, Serialize, ToSchema)]
+struct TokenAnswer {
+    /// The signed access token, bound to the proof's key; send as `Authorization: DPoP …`.
+    access_token: String,
+    /// Always `DPoP`: the token is useless without a proof signed by the same key.
+    #[schema(example = "DPoP")]
+    token_type: &'static str,
+    /// Seconds until the token expires; never past the officer's certificate.
+    expires_in: u64,
+    /// The master data as a compact JWS signed by the server, for the device to verify offline.
+    master_data: String,
+    /// The same master data in clear (`sync_core::scope::MasterData`).
+    #[schema(value_type = Object)]
+    master_data_json: MasterData,
+}
+
 /// Hands out the current nonce, in the body and in `DPoP-Nonce`.
+#[utoipa::path(
+    get,
+    path = "/v1/nonce",
+    tag = "auth",
+    security(()),
+    responses((
+        status = 200,
+        description = "A fresh server nonce",
+        body = NonceAnswer,
+        headers(("DPoP-Nonce" = String, description = "The same nonce")),
+    ))
+)]
 async fn get_nonce(State(state): State<AppState>) -> impl IntoResponse {
     let nonce = state.auth().fresh_nonce();
     (
         [(DPOP_NONCE, nonce.clone()), (header::CACHE_CONTROL, "no-store".to_owned())],
-        Json(json!({ "nonce": nonce })),
+        Json(NonceAnswer { nonce }),
     )
 }
 
 /// Mints an access token for the enrolled device whose key signed the proof.
+#[utoipa::path(
+    post,
+    path = "/v1/token",
+    tag = "auth",
+    security(("dpop_proof" = [])),
+    responses(
+        (status = 200, description = "An access token bound to the device key", body = TokenAnswer),
+        (status = 401, description = "Bad or replayed proof, unknown or revoked device, or a \
+            nonce is needed (`use_dpop_nonce`, with `DPoP-Nonce`)", body = ErrorBody),
+        (status = 403, description = "The officer's certificate is revoked, suspended or \
+            expired", body = ErrorBody),
+        (status = "5XX", description = "A server fault", body = ErrorBody),
+    )
+)]
 async fn issue_token(
     State(state): State<AppState>,
     ProofOfPossession(proof): ProofOfPossession,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TokenAnswer>, ApiError> {
     let now = now_seconds();
     let now_ms = now_millis();
     let store = state.store().clone();
@@ -101,13 +152,13 @@ async fn issue_token(
     };
     let master = master_data(&standing, certificate, now_ms);
     let tokens = state.auth().tokens();
-    Ok(Json(json!({
-        "access_token": tokens.sign_access(&claims),
-        "token_type": "DPoP",
-        "expires_in": exp.saturating_sub(now),
-        "master_data": tokens.sign_master_data(&master, now),
-        "master_data_json": master,
-    })))
+    Ok(Json(TokenAnswer {
+        access_token: tokens.sign_access(&claims),
+        token_type: "DPoP",
+        expires_in: exp.saturating_sub(now),
+        master_data: tokens.sign_master_data(&master, now),
+        master_data_json: master,
+    }))
 }
 
 /// The snapshot a device acts on offline: certificate, township and scope, valid for seven
