@@ -30,7 +30,9 @@ pub(crate) fn router() -> Router<AppState> {
 }
 
 /// Every documented route. Every route needs both a DPoP-bound access token and a proof
-/// unless its own `security(...)` says otherwise.
+/// unless its own `security(...)` says otherwise. utoipa takes only string literals there, so
+/// the scheme names repeat [`ACCESS_TOKEN`] and [`DPOP_PROOF`]; `tests::openapi` fails on a
+/// requirement that names an undefined scheme.
 #[derive(OpenApi)]
 #[openapi(
     info(
