@@ -13,7 +13,7 @@ use sync_core::scope::Action;
 pub(crate) const SYSTEM: &str = "system";
 
 /// The kind of an agency.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum AgencyKind {
     /// A county department that entrusts matters (县应急管理局).
@@ -25,7 +25,7 @@ pub(crate) enum AgencyKind {
 }
 
 /// An enforcement agency (执法主体).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub(crate) struct Agency {
     /// Registry id (`t-chengguan`).
     pub(crate) id: String,
@@ -42,7 +42,7 @@ pub(crate) struct Agency {
 }
 
 /// An enforcement matter (执法事项) of the power list.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub(crate) struct Matter {
     /// Matter code (`AJ-001`), the key.
     pub(crate) code: String,
@@ -55,6 +55,7 @@ pub(crate) struct Matter {
     /// Penalty standard.
     pub(crate) penalty_standard: String,
     /// Actions the law allows for the matter.
+    #[schema(value_type = Vec<String>)]
     pub(crate) allowed_actions: Vec<Action>,
     /// Fine (yuan) from which a natural person may ask for a hearing.
     pub(crate) hearing_threshold_person: Option<i64>,
@@ -63,7 +64,7 @@ pub(crate) struct Matter {
 }
 
 /// Where an entrustment agreement stands; only `active` inside its term grants anything.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum EntrustmentStatus {
     /// Being drafted.
@@ -85,16 +86,17 @@ pub(crate) enum EntrustmentStatus {
 }
 
 /// One matter an agreement entrusts, with the actions it allows.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub(crate) struct EntrustmentItem {
     /// Matter code.
     pub(crate) matter: String,
     /// Actions allowed; never `coerce` or `detain`.
+    #[schema(value_type = Vec<String>)]
     pub(crate) actions: Vec<Action>,
 }
 
 /// An entrustment agreement (委托执法协议): a department entrusts matters to a township.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub(crate) struct Entrustment {
     /// Registry id.
     pub(crate) id: String,
@@ -106,9 +108,11 @@ pub(crate) struct Entrustment {
     pub(crate) legal_basis: String,
     /// Start of the term.
     #[serde(with = "timestamp")]
+    #[schema(value_type = String, format = DateTime)]
     pub(crate) valid_from: i64,
     /// End of the term.
     #[serde(with = "timestamp")]
+    #[schema(value_type = String, format = DateTime)]
     pub(crate) valid_to: i64,
     /// Where the agreement stands.
     pub(crate) status: EntrustmentStatus,
@@ -117,7 +121,7 @@ pub(crate) struct Entrustment {
 }
 
 /// What an officer does in the system.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum Role {
     /// Field officer: reads and writes the documents of their township.
@@ -140,7 +144,7 @@ impl Role {
 }
 
 /// An officer (执法人员), supervisor or administrator.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub(crate) struct Officer {
     /// Registry id.
     pub(crate) id: String,
@@ -153,7 +157,7 @@ pub(crate) struct Officer {
 }
 
 /// Where a certificate stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum CertificateStatus {
     /// Valid inside its dates.
@@ -167,7 +171,7 @@ pub(crate) enum CertificateStatus {
 }
 
 /// An enforcement certificate (行政执法证), registered from the physical card.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub(crate) struct Certificate {
     /// Certificate number, the key.
     pub(crate) cert_no: String,
@@ -181,9 +185,11 @@ pub(crate) struct Certificate {
     pub(crate) territory: String,
     /// Start of validity.
     #[serde(with = "timestamp")]
+    #[schema(value_type = String, format = DateTime)]
     pub(crate) valid_from: i64,
     /// End of validity.
     #[serde(with = "timestamp")]
+    #[schema(value_type = String, format = DateTime)]
     pub(crate) valid_to: i64,
     /// Where it stands.
     pub(crate) status: CertificateStatus,
@@ -201,7 +207,7 @@ impl Certificate {
 }
 
 /// Whether a device may still talk to the server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum DeviceStatus {
     /// Enrolled and usable.
@@ -211,7 +217,7 @@ pub(crate) enum DeviceStatus {
 }
 
 /// An enrolled device: the officer it belongs to and the key it proves possession of.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub(crate) struct Device {
     /// Registry id.
     pub(crate) id: String,
@@ -220,6 +226,7 @@ pub(crate) struct Device {
     /// RFC 7638 thumbprint of the device's P-256 key.
     pub(crate) jkt: String,
     /// The public JWK, as enrolled.
+    #[schema(value_type = Object)]
     pub(crate) jwk: serde_json::Value,
     /// Optional name the officer gave it.
     pub(crate) name: Option<String>,
@@ -227,16 +234,18 @@ pub(crate) struct Device {
     pub(crate) status: DeviceStatus,
     /// When it enrolled.
     #[serde(with = "timestamp")]
+    #[schema(value_type = String, format = DateTime)]
     pub(crate) enrolled_at: i64,
 }
 
 /// One registry change: who, when, and the row before and after.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub(crate) struct AuditEntry {
     /// Position in the audit log.
     pub(crate) id: i64,
     /// When.
     #[serde(with = "timestamp")]
+    #[schema(value_type = String, format = DateTime)]
     pub(crate) at: i64,
     /// The officer who made the change, or `system`.
     pub(crate) actor_officer: String,
@@ -247,8 +256,10 @@ pub(crate) struct AuditEntry {
     /// The object's id.
     pub(crate) object_id: String,
     /// The row before, absent for a creation.
+    #[schema(value_type = Object)]
     pub(crate) before: Option<serde_json::Value>,
     /// The row after.
+    #[schema(value_type = Object)]
     pub(crate) after: Option<serde_json::Value>,
 }
 

@@ -134,7 +134,7 @@ struct NewAgency {
     path = "/v1/admin/agencies",
     tag = "admin",
     responses(
-        (status = 200, description = "Every agency (`registry::Agency`)", body = Vec<Object>),
+        (status = 200, description = "Every agency", body = Vec<Agency>),
         (status = 401, description = "Missing, bad or expired token or proof", body = ErrorBody),
         (status = 403, description = "`forbidden`: the caller is not an admin", body = ErrorBody),
         (status = "5XX", description = "A server fault", body = ErrorBody),
@@ -153,7 +153,7 @@ async fn list_agencies(
     tag = "admin",
     request_body(content = NewAgency, description = "The agency; `id` is generated when absent"),
     responses(
-        (status = 201, description = "The new agency (`registry::Agency`)", body = Object),
+        (status = 201, description = "The new agency", body = Agency),
         (status = 401, description = "Missing, bad or expired token or proof", body = ErrorBody),
         (status = 403, description = "`forbidden`: the caller is not an admin", body = ErrorBody),
         (status = 400, description = "`malformed_json`", body = ErrorBody),
@@ -189,7 +189,7 @@ async fn create_agency(
     path = "/v1/admin/matters",
     tag = "admin",
     responses(
-        (status = 200, description = "Every matter (`registry::Matter`)", body = Vec<Object>),
+        (status = 200, description = "Every matter", body = Vec<Matter>),
         (status = 401, description = "Missing, bad or expired token or proof", body = ErrorBody),
         (status = 403, description = "`forbidden`: the caller is not an admin", body = ErrorBody),
         (status = "5XX", description = "A server fault", body = ErrorBody),
@@ -206,9 +206,9 @@ async fn list_matters(
     post,
     path = "/v1/admin/matters",
     tag = "admin",
-    request_body(content = Object, description = "The matter, as `registry::Matter`"),
+    request_body(content = Matter, description = "The matter"),
     responses(
-        (status = 201, description = "The new matter (`registry::Matter`)", body = Object),
+        (status = 201, description = "The new matter", body = Matter),
         (status = 401, description = "Missing, bad or expired token or proof", body = ErrorBody),
         (status = 403, description = "`forbidden`: the caller is not an admin", body = ErrorBody),
         (status = 400, description = "`malformed_json`", body = ErrorBody),
@@ -246,10 +246,8 @@ struct NewEntrustment {
     /// End of the term: RFC 3339 or a date (inclusive).
     valid_to: String,
     /// `draft`, `signed`, `filed`, `published`, `active`, …; `registry::EntrustmentStatus`.
-    #[schema(value_type = Option<String>)]
     status: Option<EntrustmentStatus>,
-    /// The matters entrusted, each `{"matter", "actions": [...]}` (`registry::EntrustmentItem`).
-    #[schema(value_type = Vec<Object>)]
+    /// The matters entrusted, each `{"matter", "actions": [...]}`.
     items: Vec<EntrustmentItem>,
 }
 
@@ -258,7 +256,7 @@ struct NewEntrustment {
     path = "/v1/admin/entrustments",
     tag = "admin",
     responses(
-        (status = 200, description = "Every entrustment agreement (`registry::Entrustment`)", body = Vec<Object>),
+        (status = 200, description = "Every entrustment agreement", body = Vec<Entrustment>),
         (status = 401, description = "Missing, bad or expired token or proof", body = ErrorBody),
         (status = 403, description = "`forbidden`: the caller is not an admin", body = ErrorBody),
         (status = "5XX", description = "A server fault", body = ErrorBody),
@@ -277,7 +275,7 @@ async fn list_entrustments(
     tag = "admin",
     request_body(content = NewEntrustment, description = "The agreement; `id` is generated when absent"),
     responses(
-        (status = 201, description = "The new agreement (`registry::Entrustment`)", body = Object),
+        (status = 201, description = "The new agreement", body = Entrustment),
         (status = 401, description = "Missing, bad or expired token or proof", body = ErrorBody),
         (status = 403, description = "`forbidden`: the caller is not an admin", body = ErrorBody),
         (status = 400, description = "`malformed_json`", body = ErrorBody),
@@ -331,7 +329,7 @@ async fn create_entrustment(
         ("action" = String, Path, description = "`suspend`, `revoke` or `activate`"),
     ),
     responses(
-        (status = 200, description = "The agreement after the change (`registry::Entrustment`)", body = Object),
+        (status = 200, description = "The agreement after the change", body = Entrustment),
         (status = 401, description = "Missing, bad or expired token or proof", body = ErrorBody),
         (status = 403, description = "`forbidden`: the caller is not an admin", body = ErrorBody),
         (status = 404, description = "`not_found`: no such object, or no such action", body = ErrorBody),
@@ -381,7 +379,7 @@ struct NewOfficer {
     path = "/v1/admin/officers",
     tag = "admin",
     responses(
-        (status = 200, description = "Every officer (`registry::Officer`)", body = Vec<Object>),
+        (status = 200, description = "Every officer", body = Vec<Officer>),
         (status = 401, description = "Missing, bad or expired token or proof", body = ErrorBody),
         (status = 403, description = "`forbidden`: the caller is not an admin", body = ErrorBody),
         (status = "5XX", description = "A server fault", body = ErrorBody),
@@ -400,7 +398,7 @@ async fn list_officers(
     tag = "admin",
     request_body(content = NewOfficer, description = "The officer; `id` is generated when absent"),
     responses(
-        (status = 201, description = "The new officer (`registry::Officer`)", body = Object),
+        (status = 201, description = "The new officer", body = Officer),
         (status = 401, description = "Missing, bad or expired token or proof", body = ErrorBody),
         (status = 403, description = "`forbidden`: the caller is not an admin", body = ErrorBody),
         (status = 400, description = "`malformed_json`", body = ErrorBody),
@@ -445,7 +443,7 @@ struct OfficerMove {
     ),
     request_body(content = OfficerMove, description = "The township to move to"),
     responses(
-        (status = 200, description = "The officer after the move (`registry::Officer`)", body = Object),
+        (status = 200, description = "The officer after the move", body = Officer),
         (status = 401, description = "Missing, bad or expired token or proof", body = ErrorBody),
         (status = 403, description = "`forbidden`: the caller is not an admin", body = ErrorBody),
         (status = 400, description = "`malformed_json`", body = ErrorBody),
@@ -494,7 +492,7 @@ struct NewCertificate {
     path = "/v1/admin/certificates",
     tag = "admin",
     responses(
-        (status = 200, description = "Every certificate (`registry::Certificate`)", body = Vec<Object>),
+        (status = 200, description = "Every certificate", body = Vec<Certificate>),
         (status = 401, description = "Missing, bad or expired token or proof", body = ErrorBody),
         (status = 403, description = "`forbidden`: the caller is not an admin", body = ErrorBody),
         (status = "5XX", description = "A server fault", body = ErrorBody),
@@ -513,7 +511,7 @@ async fn list_certificates(
     tag = "admin",
     request_body(content = NewCertificate, description = "The certificate"),
     responses(
-        (status = 201, description = "The new certificate (`registry::Certificate`)", body = Object),
+        (status = 201, description = "The new certificate", body = Certificate),
         (status = 401, description = "Missing, bad or expired token or proof", body = ErrorBody),
         (status = 403, description = "`forbidden`: the caller is not an admin", body = ErrorBody),
         (status = 400, description = "`malformed_json`", body = ErrorBody),
@@ -560,7 +558,7 @@ async fn create_certificate(
         ("action" = String, Path, description = "`suspend`, `revoke` or `reinstate`"),
     ),
     responses(
-        (status = 200, description = "The certificate after the change (`registry::Certificate`)", body = Object),
+        (status = 200, description = "The certificate after the change", body = Certificate),
         (status = 401, description = "Missing, bad or expired token or proof", body = ErrorBody),
         (status = 403, description = "`forbidden`: the caller is not an admin", body = ErrorBody),
         (status = 404, description = "`not_found`: no such object, or no such action", body = ErrorBody),
@@ -596,7 +594,7 @@ async fn change_certificate(
     path = "/v1/admin/devices",
     tag = "admin",
     responses(
-        (status = 200, description = "Every enrolled device (`registry::Device`)", body = Vec<Object>),
+        (status = 200, description = "Every enrolled device", body = Vec<Device>),
         (status = 401, description = "Missing, bad or expired token or proof", body = ErrorBody),
         (status = 403, description = "`forbidden`: the caller is not an admin", body = ErrorBody),
         (status = "5XX", description = "A server fault", body = ErrorBody),
@@ -623,7 +621,7 @@ async fn list_devices(
         ("action" = String, Path, description = "`revoke`"),
     ),
     responses(
-        (status = 200, description = "The device after the change (`registry::Device`)", body = Object),
+        (status = 200, description = "The device after the change", body = Device),
         (status = 401, description = "Missing, bad or expired token or proof", body = ErrorBody),
         (status = 403, description = "`forbidden`: the caller is not an admin", body = ErrorBody),
         (status = 404, description = "`not_found`: no such object, or no such action", body = ErrorBody),
@@ -705,7 +703,7 @@ async fn issue_enrollment_code(
     path = "/v1/admin/audit",
     tag = "admin",
     responses(
-        (status = 200, description = "The audit log (`registry::AuditEntry`)", body = Vec<Object>),
+        (status = 200, description = "The audit log", body = Vec<AuditEntry>),
         (status = 401, description = "Missing, bad or expired token or proof", body = ErrorBody),
         (status = 403, description = "`forbidden`: the caller is not an admin", body = ErrorBody),
         (status = "5XX", description = "A server fault", body = ErrorBody),

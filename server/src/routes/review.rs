@@ -95,7 +95,7 @@ struct GrantBody {
     tag = "review",
     params(QueueQuery),
     responses(
-        (status = 200, description = "The records to review (`store::review::QueueItem`)", body = Vec<Object>),
+        (status = 200, description = "The records to review", body = Vec<review::QueueItem>),
         (status = 401, description = "Missing, bad or expired token or proof", body = ErrorBody),
         (status = 403, description = "`forbidden`: the caller is not a supervisor or an admin", body = ErrorBody),
         (status = 400, description = "`invalid_query`", body = ErrorBody),

@@ -442,7 +442,7 @@ pub(crate) struct QueueFilter {
 }
 
 /// One record in the queue.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub(crate) struct QueueItem {
     /// Document id.
     pub(crate) id: String,
