@@ -27,6 +27,8 @@ pub(crate) struct QuarterCaseRow {
     pub(crate) party_key: Option<String>,
     /// The matter code.
     pub(crate) matter: Option<String>,
+    /// The matter's name in the registry (执法事项名称), empty for an unknown code.
+    pub(crate) matter_name: String,
     /// `summary` or `general`.
     pub(crate) procedure: String,
     /// The procedure state, the outcome the counts group by.
@@ -72,9 +74,11 @@ pub(crate) fn cases(
              OR EXISTS (SELECT 1 FROM document_findings f WHERE f.doc_id = d.id \
                  AND f.code = 'decision_overdue'), \
              (SELECT group_concat(code, ' ') FROM (SELECT code FROM document_findings \
-              WHERE doc_id = d.id ORDER BY code)) \
+              WHERE doc_id = d.id ORDER BY code)), \
+             COALESCE(m.name, '') \
          FROM documents d JOIN document_cases c ON c.doc_id = d.id \
          LEFT JOIN case_numbers n ON n.doc_id = d.id \
+         LEFT JOIN matters m ON m.code = d.matter \
          WHERE d.kind = 'case' AND d.township = ?1 AND c.name_agency = ?2 \
          AND {CASE_TIME} >= ?3 AND {CASE_TIME} < ?4 \
          ORDER BY {CASE_TIME}, d.id"
@@ -100,6 +104,7 @@ pub(crate) fn cases(
                 filed_with_agency: row.get(12)?,
                 overdue: row.get(13)?,
                 findings: words(row.get(14)?),
+                matter_name: row.get(15)?,
             })
         })?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -115,7 +120,7 @@ pub(crate) fn agency_exists(connection: &Connection, id: &str) -> Result<bool, S
 }
 
 /// One stored report.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub(crate) struct QuarterlyReport {
     /// The report id.
     pub(crate) id: String,

@@ -12,7 +12,7 @@ use sync_core::records::{IssuedDocument, Procedure, SERVER_ACTOR, create_documen
 use crate::auth::now_millis;
 use crate::fixtures::doc_id;
 use crate::store::quarterly;
-use crate::tests::reports::{case_of, report_csv, seed};
+use crate::tests::reports::{case_of, parse_csv, report_csv, seed};
 use crate::tests::{CHENGGUAN, Client, ENTRUSTED, HEXI, TestApi};
 
 /// The entrusting department of the demo registry's agreement with Chengguan.
@@ -154,7 +154,7 @@ async fn a_report_is_submitted_then_acknowledged_once_each_and_its_body_never_ch
     // Arrange
     let api = TestApi::new();
     let supervisor = api.login("supervisor").await;
-    let _ = seed_quarter(&api);
+    let (ids, _) = seed_quarter(&api);
     let report = generate(&api, &supervisor, CHENGGUAN, "2026-Q1").await;
     let id = report["id"].as_str().unwrap().to_owned();
     let path = format!("/v1/reports/quarterly/{id}");
@@ -188,11 +188,36 @@ async fn a_report_is_submitted_then_acknowledged_once_each_and_its_body_never_ch
     let stored = api.get(&supervisor, &path).await.json();
     assert_eq!(stored["body"], report["body"]);
 
-    // The case list as CSV.
+    // The case list as CSV, parsed back: Chinese headers, and the Chinese values intact.
     let text = report_csv(&api, &supervisor, &path, "?format=csv").await;
-    assert!(text.starts_with("case_no,doc_id,document_numbers,party,matter"), "{text}");
-    assert_eq!(text.lines().count(), 5, "{text}");
-    assert!(text.contains("110101********1234"), "{text}");
+    let (header, records) = parse_csv(&text);
+    assert_eq!(
+        header,
+        [
+            "案号",
+            "记录编号",
+            "文书编号",
+            "当事人",
+            "执法事项",
+            "事项名称",
+            "程序",
+            "办理结果",
+            "立案日期",
+            "决定日期",
+            "当场处罚日期",
+            "听证",
+            "法制审核",
+            "是否逾期",
+            "问题"
+        ]
+    );
+    assert_eq!(records.len(), 4, "{text}");
+    assert_eq!(records[0][1], ids[0].to_string());
+    assert_eq!(records[0][2], "应急罚〔2026〕7号");
+    assert_eq!(records[0][3], "110101********1234");
+    assert_eq!(records[0][4], ENTRUSTED);
+    assert_eq!(records[0][5], "未按规定设置安全警示标志");
+    assert_eq!(records[0][8..10], ["2026-01-10", "2026-02-20"]);
 }
 
 #[tokio::test]
