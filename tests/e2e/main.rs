@@ -11,6 +11,7 @@ mod harness;
 mod jose;
 mod numbers;
 mod public;
+mod quarter;
 mod reports;
 mod restore;
 mod resync;
