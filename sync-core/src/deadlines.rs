@@ -319,8 +319,8 @@ mod tests {
             ("decide", "2026-12-01"),
             ("serve", "2026-12-15"),
         ]);
-        let day = |ms: Option<i64>| ms.map(|ms| super::date_of(ms).to_string());
-        let steps = super::timeliness(&case_file, &Calendar::shipped());
+        let day = |ms: Option<i64>| ms.map(|ms| date_of(ms).to_string());
+        let steps = timeliness(&case_file, &Calendar::shipped());
         assert_eq!(day(steps.lead_at).as_deref(), Some("2026-09-25"));
         assert_eq!(day(steps.filing_due).as_deref(), Some("2026-10-22"));
         assert_eq!(day(steps.filed_at).as_deref(), Some("2026-10-20"));
@@ -340,7 +340,7 @@ mod tests {
             description: String::new(),
         });
         assert_eq!(codes(&on_site), vec![("payment", "2026-06-16".to_owned(), false)]);
-        let mut executed = on_site.clone();
+        let mut executed = on_site;
         executed.append_event(
             "e9".to_owned(),
             "execute".to_owned(),

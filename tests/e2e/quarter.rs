@@ -244,7 +244,7 @@ fn a_seeded_quarter_gives_exactly_the_seeded_report_assessment_board_and_alerts(
         (passed_on.clone(), "general", "lead"),
         (fined.clone(), "summary", "issued_on_site"),
         (fined_again.clone(), "summary", "issued_on_site"),
-        (executed.clone(), "summary", "executed"),
+        (executed, "summary", "executed"),
     ];
     if late_in_quarter {
         expected_cases.push((pays_late.clone(), "summary", "issued_on_site"));
@@ -402,10 +402,10 @@ fn a_seeded_quarter_gives_exactly_the_seeded_report_assessment_board_and_alerts(
     let mut expected_deadlines = vec![
         (filed.clone(), "decision".to_owned(), false),
         (out_of_scope.clone(), "decision".to_owned(), false),
-        (decided.clone(), "service".to_owned(), false),
+        (decided, "service".to_owned(), false),
         (fined.clone(), "payment".to_owned(), false),
         (fined_again.clone(), "payment".to_owned(), false),
-        (pays_late.clone(), "payment".to_owned(), true),
+        (pays_late, "payment".to_owned(), true),
     ];
     expected_deadlines.sort();
     assert_eq!(deadlines, expected_deadlines, "{board}");
@@ -416,7 +416,7 @@ fn a_seeded_quarter_gives_exactly_the_seeded_report_assessment_board_and_alerts(
         .iter()
         .map(|row| (text(&row["code"]), text(&row["doc_id"])))
         .collect();
-    assert_eq!(scope, [("certificate_out_of_territory".to_owned(), out_of_scope.clone())]);
+    assert_eq!(scope, [("certificate_out_of_territory".to_owned(), out_of_scope)]);
     let grouped = |key: &str| -> Vec<(String, String, Vec<String>)> {
         rows(&alerts, key)
             .iter()
@@ -428,7 +428,7 @@ fn a_seeded_quarter_gives_exactly_the_seeded_report_assessment_board_and_alerts(
     };
     assert_eq!(
         grouped("duplicate_enforcement"),
-        [("110101********1234".to_owned(), MATTER.to_owned(), vec![filed.clone(), hexi_case])],
+        [("110101********1234".to_owned(), MATTER.to_owned(), vec![filed, hexi_case])],
         "{alerts}"
     );
     let mut twice = vec![fined, fined_again];
