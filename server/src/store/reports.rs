@@ -170,20 +170,27 @@ pub(crate) struct DuplicateRow {
     pub(crate) name_agency: String,
 }
 
-/// The records with a party key and a matter, each with its handling window and agency, as
-/// the duplicate-enforcement queries compare them.
-const HANDLED: &str = "WITH handled AS ( \
-    SELECT d.id, d.kind, d.party_key, d.matter, d.township, \
-           COALESCE(c.name_agency, '') AS name_agency, COALESCE(c.fined, 0) AS fined, \
-           w.handled_from, COALESCE(w.handled_to, 9223372036854775807) AS handled_to \
-    FROM documents d JOIN document_windows w ON w.doc_id = d.id \
-    LEFT JOIN document_cases c ON c.doc_id = d.id \
-    WHERE d.party_key IS NOT NULL AND d.party_key <> '' AND d.matter IS NOT NULL) ";
+/// A record (`{t}`) with its handling window (`{t}w`) and case columns (`{t}c`), as the
+/// duplicate-enforcement queries compare them; `{t}` is `h` for the record reported and `o` for
+/// the other one.
+fn handled(alias: &str) -> String {
+    format!(
+        "documents {alias} JOIN document_windows {alias}w ON {alias}w.doc_id = {alias}.id \
+         LEFT JOIN document_cases {alias}c ON {alias}c.doc_id = {alias}.id"
+    )
+}
 
 /// Whether `o` is another record of `h`'s party and matter whose handling window overlaps
-/// `h`'s.
+/// `h`'s; an open window ends never. The equality on party key and matter comes first so that
+/// SQLite looks `o` up by `documents_party_matter` rather than scanning every record.
 const SAME_PARTY_MATTER_OVERLAPPING: &str = "o.party_key = h.party_key AND o.matter = h.matter \
-    AND o.id <> h.id AND o.handled_from <= h.handled_to AND h.handled_from <= o.handled_to";
+    AND o.id <> h.id \
+    AND ow.handled_from <= COALESCE(hw.handled_to, 9223372036854775807) \
+    AND hw.handled_from <= COALESCE(ow.handled_to, 9223372036854775807)";
+
+/// The columns of a [`DuplicateRow`] for `h`.
+const DUPLICATE_COLUMNS: &str =
+    "h.party_key, h.matter, h.id, h.kind, h.township, COALESCE(hc.name_agency, '')";
 
 /// Records sharing a party key and a matter with a record handled by another township or in
 /// the name of another agency while this one was handled (their windows overlap), grouped by
@@ -194,12 +201,15 @@ pub(crate) fn duplicate_enforcement(
     duplicates(
         connection,
         &format!(
-            "{HANDLED} SELECT h.party_key, h.matter, h.id, h.kind, h.township, h.name_agency \
-             FROM handled h WHERE EXISTS (SELECT 1 FROM handled o \
+            "SELECT {DUPLICATE_COLUMNS} FROM {} \
+             WHERE h.party_key <> '' AND h.matter IS NOT NULL AND EXISTS (SELECT 1 FROM {} \
                  WHERE {SAME_PARTY_MATTER_OVERLAPPING} \
-                 AND (o.township IS NOT h.township OR (o.name_agency <> h.name_agency \
-                      AND o.name_agency <> '' AND h.name_agency <> ''))) \
-             ORDER BY h.party_key, h.matter, h.township, h.id"
+                 AND (o.township IS NOT h.township \
+                      OR (oc.name_agency <> hc.name_agency \
+                          AND oc.name_agency <> '' AND hc.name_agency <> ''))) \
+             ORDER BY h.party_key, h.matter, h.township, h.id",
+            handled("h"),
+            handled("o"),
         ),
     )
 }
@@ -212,10 +222,13 @@ pub(crate) fn second_fines(connection: &Connection) -> Result<Vec<DuplicateRow>,
     duplicates(
         connection,
         &format!(
-            "{HANDLED} SELECT h.party_key, h.matter, h.id, h.kind, h.township, h.name_agency \
-             FROM handled h WHERE h.fined AND EXISTS (SELECT 1 FROM handled o \
-                 WHERE {SAME_PARTY_MATTER_OVERLAPPING} AND o.fined) \
-             ORDER BY h.party_key, h.matter, h.township, h.id"
+            "SELECT {DUPLICATE_COLUMNS} FROM {} \
+             WHERE h.party_key <> '' AND h.matter IS NOT NULL AND hc.fined \
+             AND EXISTS (SELECT 1 FROM {} \
+                 WHERE {SAME_PARTY_MATTER_OVERLAPPING} AND oc.fined) \
+             ORDER BY h.party_key, h.matter, h.township, h.id",
+            handled("h"),
+            handled("o"),
         ),
     )
 }

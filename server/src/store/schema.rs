@@ -394,7 +394,8 @@ const MIGRATIONS: &[&str] = &[
     // merge (`store::deadlines`): a case's timed steps with their due times (sync-core
     // `deadlines::timeliness`), how often its lead was passed on (推诿) and whether it imposed a
     // fine (一事不再罚; never an amount), and every record's handling window (duplicate
-    // enforcement). A record merged before this migration fills them in at its next merge.
+    // enforcement), with the index that finds a party's other records. A record merged before
+    // this migration fills them in at its next merge.
     r"
     ALTER TABLE document_cases ADD COLUMN lead_at INTEGER;
     ALTER TABLE document_cases ADD COLUMN filing_due INTEGER;
@@ -409,6 +410,7 @@ const MIGRATIONS: &[&str] = &[
         handled_from INTEGER NOT NULL,
         handled_to INTEGER
     );
+    CREATE INDEX documents_party_matter ON documents (party_key, matter);
     ",
 ];
 
