@@ -1,7 +1,8 @@
-//! A seeded quarter of activity end to end (issue 6): two townships, four officers' devices and
-//! a supervisor, cases in every state the field reaches, an out-of-scope case, a duplicate
-//! enforcement pair, a second fine for one act, a lead passed on twice and a late payment —
-//! all through real devices and the real HTTP API. The quarterly report, the assessment, the
+//! A seeded quarter of activity end to end (issue 6): two townships, three officers and a
+//! supervisor, cases in every state the field reaches (lead, filed, investigating, suspended,
+//! decided, served, terminated, transferred, issued on site, executed), an out-of-scope case,
+//! a duplicate enforcement pair, a second fine for one act, a lead passed on twice and a late
+//! payment — all through real devices and the real HTTP API. The quarterly report, the assessment, the
 //! overdue board and the alerts must then say exactly what was seeded.
 //!
 //! The server's clock is the real one, and filing and decisions are written by the server when
@@ -178,6 +179,27 @@ fn a_seeded_quarter_gives_exactly_the_seeded_report_assessment_board_and_alerts(
     for _ in 0..2 {
         li.json(&["event", &passed_on, "pass_on", "--set", "to=县市场监管局"]);
     }
+    // Further along: investigating (K), suspended (P), served (L); ended: terminated (N) and
+    // a lead transferred once (O, no alert).
+    let investigating = general_case(&li, "吴九", "110101198107070055", o2);
+    granted(&li, &supervisor, &investigating, "request_file");
+    event(&li, &investigating, "investigate");
+    let suspended = general_case(&li, "郑十", "110101198208080066", o2);
+    granted(&li, &supervisor, &suspended, "request_file");
+    event(&li, &suspended, "investigate");
+    event(&li, &suspended, "suspend");
+    let served = general_case(&li, "冯一", "110101198309090077", o2);
+    granted(&li, &supervisor, &served, "request_file");
+    for kind in ["investigate", "close_investigation", "notify"] {
+        event(&li, &served, kind);
+    }
+    granted(&li, &supervisor, &served, "request_decision");
+    event(&li, &served, "serve");
+    let terminated = general_case(&li, "陈二", "110101198410100088", o2);
+    granted(&li, &supervisor, &terminated, "request_file");
+    event(&li, &terminated, "terminate");
+    let transferred = general_case(&li, "褚三", "110101198511110099", o2);
+    li.json(&["event", &transferred, "transfer", "--set", "to=县公安局"]);
     li.json(&["sync"]);
     // Chengguan, on-site fines: the same company fined twice for the matter (E, F), a fine
     // executed on the spot (I), and one handed over 16 days ago by a device offline since,
@@ -242,6 +264,11 @@ fn a_seeded_quarter_gives_exactly_the_seeded_report_assessment_board_and_alerts(
         (decided.clone(), "general", "decided"),
         (out_of_scope.clone(), "general", "filed"),
         (passed_on.clone(), "general", "lead"),
+        (investigating.clone(), "general", "investigating"),
+        (suspended.clone(), "general", "suspended"),
+        (served, "general", "served"),
+        (terminated, "general", "terminated"),
+        (transferred, "general", "transferred"),
         (fined.clone(), "summary", "issued_on_site"),
         (fined_again.clone(), "summary", "issued_on_site"),
         (executed, "summary", "executed"),
@@ -283,7 +310,12 @@ fn a_seeded_quarter_gives_exactly_the_seeded_report_assessment_board_and_alerts(
         [
             count("general", "decided", 1),
             count("general", "filed", 2),
+            count("general", "investigating", 1),
             count("general", "lead", 1),
+            count("general", "served", 1),
+            count("general", "suspended", 1),
+            count("general", "terminated", 1),
+            count("general", "transferred", 1),
             count("summary", "executed", 1),
             count("summary", "issued_on_site", summary_issued),
         ],
@@ -346,17 +378,17 @@ fn a_seeded_quarter_gives_exactly_the_seeded_report_assessment_board_and_alerts(
     assert_eq!(
         figures(&township(CHENGGUAN)),
         expected([
-            json!(8), // A, B, C, D general; E, F, G, I on site
+            json!(13), // A, B, C, D, K, L, N, O, P general; E, F, G, I on site
             json!(0),
             json!(4),
-            json!(4),
-            json!(1), // B decided
-            json!(1),
+            json!(9),
+            json!(2), // B and L decided
+            json!(2),
             json!(1.0),
-            json!(0), // B's service is not due yet
-            Value::Null,
-            json!(3), // A, B, C filed the day they were requested
-            json!(3),
+            json!(1), // L served; B's service is not due yet
+            json!(1.0),
+            json!(7), // A, B, C, K, L, N, P filed the day they were requested
+            json!(7),
             json!(1), // G's payment
             json!(0),
             json!(0),
@@ -402,6 +434,8 @@ fn a_seeded_quarter_gives_exactly_the_seeded_report_assessment_board_and_alerts(
     let mut expected_deadlines = vec![
         (filed.clone(), "decision".to_owned(), false),
         (out_of_scope.clone(), "decision".to_owned(), false),
+        (investigating, "decision".to_owned(), false),
+        (suspended, "decision".to_owned(), false),
         (decided, "service".to_owned(), false),
         (fined.clone(), "payment".to_owned(), false),
         (fined_again.clone(), "payment".to_owned(), false),
