@@ -76,7 +76,7 @@ pub fn timeliness(case_file: &CaseFile, calendar: &Calendar) -> Timeliness {
 /// One open deadline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Deadline {
-    /// Stable snake_case code: `decision`, `service`, `hearing_request`, `payment`.
+    /// Stable snake_case code: `filing`, `decision`, `service`, `hearing_request`, `payment`.
     pub code: &'static str,
     /// The event kind the clock runs from.
     pub from_event: String,
@@ -86,7 +86,8 @@ pub struct Deadline {
     pub provisional: bool,
 }
 
-/// The deadlines still open in the case's timeline (the decision deadline is the 90 days of
+/// The deadlines still open in the case's timeline (the filing deadline is the
+/// [`FILING_WORKING_DAYS`] of a lead; the decision deadline is the 90 days of
 /// [`crate::validate::DECISION_DAYS`] plus extensions and suspensions): each clock starts at its event and stops
 /// at the event that meets it.
 pub fn open_deadlines(case_file: &CaseFile, calendar: &Calendar) -> Vec<Deadline> {
@@ -99,6 +100,20 @@ pub fn open_deadlines(case_file: &CaseFile, calendar: &Calendar) -> Vec<Deadline
             .map(|event| event.device_time)
     };
     let mut open = Vec::new();
+    // A lead (线索) still waiting for the filing decision: its clock runs from the case's first
+    // event, the earliest the record tells of the lead.
+    if case_file.procedure == "general"
+        && case_file.fold().state == crate::records::CaseState::Lead
+        && let Some(lead) = case_file.timeline.first()
+    {
+        open.push(working_day_deadline(
+            "filing",
+            &lead.kind,
+            lead.device_time,
+            FILING_WORKING_DAYS,
+            calendar,
+        ));
+    }
     if let (Some(_), None) = (time_of("file"), time_of("decide"))
         && let Some(due) = crate::validate::decision_due(case_file)
         && !matches!(
@@ -189,7 +204,9 @@ mod tests {
             ms("2026-01-05"),
             BTreeMap::new(),
         );
-        assert!(codes(&case_file).is_empty());
+        // No decision clock: the case is still a lead, waiting for the server's filing.
+        let open: Vec<&str> = codes(&case_file).into_iter().map(|(code, ..)| code).collect();
+        assert_eq!(open, ["filing"]);
     }
 
     use std::collections::BTreeMap;
@@ -350,5 +367,15 @@ mod tests {
             BTreeMap::new(),
         );
         assert!(codes(&executed).is_empty());
+    }
+
+    #[test]
+    fn a_lead_is_due_for_filing_fifteen_working_days_after_its_first_event() {
+        let lead = case_with(&[("request_file", "2026-09-25"), ("pass_on", "2026-09-28")]);
+        assert_eq!(codes(&lead), vec![("filing", "2026-10-22".to_owned(), false)]);
+        let filed = case_with(&[("request_file", "2026-09-25"), ("file", "2026-09-28")]);
+        assert!(codes(&filed).iter().all(|(code, ..)| *code != "filing"));
+        let transferred = case_with(&[("transfer", "2026-09-25")]);
+        assert!(codes(&transferred).is_empty());
     }
 }

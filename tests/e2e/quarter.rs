@@ -425,7 +425,8 @@ fn a_seeded_quarter_gives_exactly_the_seeded_report_assessment_board_and_alerts(
     );
     assert_eq!(rows(&assessment, "townships").len(), 2, "{assessment}");
 
-    // The overdue board: every open deadline, and only the unpaid fine of 16 days ago late.
+    // The overdue board: every open deadline (the leads D and H wait to be filed), and only
+    // the unpaid fine of 16 days ago late.
     let mut deadlines: Vec<(String, String, bool)> = rows(&board, "deadlines")
         .iter()
         .map(|row| (text(&row["doc_id"]), text(&row["deadline"]), row["overdue"] == true))
@@ -436,6 +437,8 @@ fn a_seeded_quarter_gives_exactly_the_seeded_report_assessment_board_and_alerts(
         (out_of_scope.clone(), "decision".to_owned(), false),
         (investigating, "decision".to_owned(), false),
         (suspended, "decision".to_owned(), false),
+        (passed_on.clone(), "filing".to_owned(), false),
+        (hexi_case.clone(), "filing".to_owned(), false),
         (decided, "service".to_owned(), false),
         (fined.clone(), "payment".to_owned(), false),
         (fined_again.clone(), "payment".to_owned(), false),
