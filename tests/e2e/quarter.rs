@@ -326,6 +326,11 @@ fn a_seeded_quarter_gives_exactly_the_seeded_report_assessment_board_and_alerts(
     };
     assert_eq!(case_of(&filed)["party"], "110101********1234");
     assert_eq!(case_of(&decided)["overdue"], false);
+    assert_eq!(
+        case_of(&fined)["penalty"],
+        json!({"kinds": ["fine"], "fine_yuan": 100, "confiscation_yuan": 0})
+    );
+    assert_eq!(case_of(&filed)["penalty"], Value::Null);
     assert!(case_of(&decided)["decided_at"].is_i64(), "{body}");
     assert!(!body.to_string().contains(DUPLICATED), "the party key is masked");
     // The CSV of the same quarter parses back with Chinese headers and the matter's name.

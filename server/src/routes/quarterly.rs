@@ -201,6 +201,7 @@ fn case_entry(case: &QuarterCaseRow) -> Value {
         "filed_at": case.filed_at,
         "decided_at": case.decided_at,
         "issued_at": case.issued_at,
+        "penalty": case.penalty,
         "hearing": case.hearing,
         "legal_review": case.legal_review,
         "overdue": case.overdue,
@@ -230,9 +231,9 @@ fn report_id(id: Result<Path<String>, PathRejection>) -> Result<String, ApiError
 
 /// The case list's CSV header, in the order of a case's JSON fields: `case_no`, `doc_id`,
 /// `document_numbers`, `party` (masked), `matter`, `matter_name`, `procedure`, `outcome`, the
-/// filing, decision and on-site issue days, `hearing`, `legal_review`, `overdue` and
-/// `findings`.
-const CASE_LIST_HEADER: [&str; 15] = [
+/// filing, decision and on-site issue days, the penalty's kinds, fine and confiscation,
+/// `hearing`, `legal_review`, `overdue` and `findings`.
+const CASE_LIST_HEADER: [&str; 18] = [
     "案号",
     "记录编号",
     "文书编号",
@@ -244,6 +245,9 @@ const CASE_LIST_HEADER: [&str; 15] = [
     "立案日期",
     "决定日期",
     "当场处罚日期",
+    "处罚种类",
+    "罚款金额（元）",
+    "没收金额（元）",
     "听证",
     "法制审核",
     "是否逾期",
@@ -303,6 +307,9 @@ pub(crate) async fn get_report(
             &day(&case["filed_at"]),
             &day(&case["decided_at"]),
             &day(&case["issued_at"]),
+            &text(&case["penalty"]["kinds"]),
+            &text(&case["penalty"]["fine_yuan"]),
+            &text(&case["penalty"]["confiscation_yuan"]),
             &text(&case["hearing"]),
             &text(&case["legal_review"]),
             &text(&case["overdue"]),

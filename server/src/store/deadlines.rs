@@ -3,7 +3,8 @@
 //! shipped holiday calendar) into `document_deadlines`, its procedure, name agency, key dates,
 //! hearing, legal review and agency-filing flags, its timed steps with their due times
 //! (sync-core `deadlines::timeliness`), how often its lead was passed on and whether it imposed
-//! a fine into `document_cases`, the officers any record names into `document_officers`, and
+//! a fine into `document_cases`, its decided penalty into `document_penalties` (for the quarterly
+//! case list only), the officers any record names into `document_officers`, and
 //! every record's handling window into `document_windows`.
 //!
 //! Each merge replaces the document's rows, so they always describe the merged record; a
@@ -29,7 +30,13 @@ pub(crate) fn project(
     doc_id: DocumentId,
     record: Option<&Record>,
 ) -> Result<(), StoreError> {
-    for table in ["document_deadlines", "document_cases", "document_officers", "document_windows"] {
+    for table in [
+        "document_deadlines",
+        "document_cases",
+        "document_officers",
+        "document_windows",
+        "document_penalties",
+    ] {
         connection
             .prepare_cached(&format!("DELETE FROM {table} WHERE doc_id = ?1"))?
             .execute([doc_id.as_bytes()])?;
@@ -91,6 +98,21 @@ fn project_case(
             i64::try_from(case_file.times_passed_on()).unwrap_or(i64::MAX),
             case_file.fine_imposed(),
         ])?;
+    // The decided penalty, for the quarterly case list (DOMAIN.md §4.1). Its own table, which
+    // the assessment never joins: no amount may be linked to assessment (Art. 74).
+    if let Some(penalty) = &case_file.final_penalty {
+        connection
+            .prepare_cached(
+                "INSERT INTO document_penalties (doc_id, kinds, fine_yuan, confiscation_yuan) \
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![
+                doc_id.as_bytes(),
+                penalty.kinds.join(" "),
+                penalty.fine_yuan,
+                penalty.confiscation_yuan,
+            ])?;
+    }
     let mut insert = connection.prepare_cached(
         "INSERT OR REPLACE INTO document_deadlines (doc_id, code, from_event, due, provisional) \
          VALUES (?1, ?2, ?3, ?4, ?5)",

@@ -49,6 +49,20 @@ pub(crate) struct QuarterCaseRow {
     pub(crate) overdue: bool,
     /// The finding codes of the merged record, in order.
     pub(crate) findings: Vec<String>,
+    /// The decided penalty, if any.
+    pub(crate) penalty: Option<QuarterPenalty>,
+}
+
+/// A case's decided penalty as the quarterly case list shows it (DOMAIN.md §4.1). Read from
+/// `document_penalties`, which only this report reads: the assessment never sees an amount.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct QuarterPenalty {
+    /// Penalty kinds (warning, fine, confiscation, …).
+    pub(crate) kinds: Vec<String>,
+    /// Fine, yuan.
+    pub(crate) fine_yuan: i64,
+    /// Value confiscated, yuan.
+    pub(crate) confiscation_yuan: i64,
 }
 
 /// The time that places a case in a quarter: its filing, else its on-site decision, else its
@@ -75,8 +89,9 @@ pub(crate) fn cases(
                  AND f.code = 'decision_overdue'), \
              (SELECT group_concat(code, ' ') FROM (SELECT code FROM document_findings \
               WHERE doc_id = d.id ORDER BY code)), \
-             COALESCE(m.name, '') \
+             COALESCE(m.name, ''), p.kinds, p.fine_yuan, p.confiscation_yuan \
          FROM documents d JOIN document_cases c ON c.doc_id = d.id \
+         LEFT JOIN document_penalties p ON p.doc_id = d.id \
          LEFT JOIN case_numbers n ON n.doc_id = d.id \
          LEFT JOIN matters m ON m.code = d.matter \
          WHERE d.kind = 'case' AND d.township = ?1 AND c.name_agency = ?2 \
@@ -105,6 +120,14 @@ pub(crate) fn cases(
                 overdue: row.get(13)?,
                 findings: words(row.get(14)?),
                 matter_name: row.get(15)?,
+                penalty: match row.get::<_, Option<String>>(16)? {
+                    Some(kinds) => Some(QuarterPenalty {
+                        kinds: words(Some(kinds)),
+                        fine_yuan: row.get(17)?,
+                        confiscation_yuan: row.get(18)?,
+                    }),
+                    None => None,
+                },
             })
         })?;
     Ok(rows.collect::<Result<_, _>>()?)

@@ -394,8 +394,9 @@ const MIGRATIONS: &[&str] = &[
     // merge (`store::deadlines`): a case's timed steps with their due times (sync-core
     // `deadlines::timeliness`), how often its lead was passed on (推诿) and whether it imposed a
     // fine (一事不再罚; never an amount), and every record's handling window (duplicate
-    // enforcement), with the index that finds a party's other records. A record merged before
-    // this migration fills them in at its next merge.
+    // enforcement), with the index that finds a party's other records; and a case's decided
+    // penalty for the quarterly case list only, in a table of its own that the assessment never
+    // reads (Art. 74). A record merged before this migration fills them in at its next merge.
     r"
     ALTER TABLE document_cases ADD COLUMN lead_at INTEGER;
     ALTER TABLE document_cases ADD COLUMN filing_due INTEGER;
@@ -411,6 +412,13 @@ const MIGRATIONS: &[&str] = &[
         handled_to INTEGER
     );
     CREATE INDEX documents_party_matter ON documents (party_key, matter);
+
+    CREATE TABLE document_penalties (
+        doc_id BLOB PRIMARY KEY,
+        kinds TEXT NOT NULL,
+        fine_yuan INTEGER NOT NULL,
+        confiscation_yuan INTEGER NOT NULL
+    );
     ",
 ];
 

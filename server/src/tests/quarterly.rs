@@ -7,7 +7,7 @@ use automerge::{ActorId, AutoCommit, ROOT, transaction::Transactable as _};
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 use sync_core::ids::DocumentId;
-use sync_core::records::{IssuedDocument, Procedure, SERVER_ACTOR, create_document};
+use sync_core::records::{IssuedDocument, Penalty, Procedure, SERVER_ACTOR, create_document};
 
 use crate::auth::now_millis;
 use crate::fixtures::doc_id;
@@ -58,6 +58,12 @@ fn seed_quarter(api: &TestApi) -> ([DocumentId; 4], AutoCommit) {
         party,
         &[("file", day_2026(1, 10)), ("hearing", day_2026(2, 1)), ("decide", day_2026(2, 20))],
     );
+    decided.final_penalty = Some(Penalty {
+        kinds: vec!["warning".to_owned(), "fine".to_owned()],
+        fine_yuan: 1_500,
+        confiscation_yuan: 0,
+        description: "警告并处罚款".to_owned(),
+    });
     decided.documents.push(IssuedDocument {
         number: "应急罚〔2026〕7号".to_owned(),
         doc_type: "decision".to_owned(),
@@ -118,6 +124,11 @@ async fn a_quarterly_report_counts_and_lists_the_quarters_cases_and_stays_as_gen
     assert_eq!(first["hearing"], true);
     assert_eq!(first["filed_at"], day_2026(1, 10));
     assert_eq!(first["decided_at"], day_2026(2, 20));
+    assert_eq!(
+        first["penalty"],
+        json!({"kinds": ["warning", "fine"], "fine_yuan": 1_500, "confiscation_yuan": 0})
+    );
+    assert_eq!(rows(body, "cases")[1]["penalty"], Value::Null);
     assert_eq!(rows(body, "cases")[1]["overdue"], true, "{body}");
     assert!(!body.to_string().contains("110101199001011234"));
     // The counts add up to the list, by matter × procedure × outcome.
@@ -205,6 +216,9 @@ async fn a_report_is_submitted_then_acknowledged_once_each_and_its_body_never_ch
             "立案日期",
             "决定日期",
             "当场处罚日期",
+            "处罚种类",
+            "罚款金额（元）",
+            "没收金额（元）",
             "听证",
             "法制审核",
             "是否逾期",
@@ -218,6 +232,8 @@ async fn a_report_is_submitted_then_acknowledged_once_each_and_its_body_never_ch
     assert_eq!(records[0][4], ENTRUSTED);
     assert_eq!(records[0][5], "未按规定设置安全警示标志");
     assert_eq!(records[0][8..10], ["2026-01-10", "2026-02-20"]);
+    assert_eq!(records[0][11..14], ["warning fine", "1500", "0"]);
+    assert_eq!(records[1][11..14], ["", "", ""], "an undecided case has no penalty");
 }
 
 #[tokio::test]
