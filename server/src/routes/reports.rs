@@ -514,7 +514,57 @@ impl Csv {
 
 #[cfg(test)]
 mod tests {
+    use utoipa::OpenApi;
+
     use super::*;
+    use crate::routes::quarterly;
+
+    /// The report handlers' annotations, gathered as the server's OpenAPI document will.
+    #[derive(OpenApi)]
+    #[openapi(paths(
+        get_overdue,
+        get_alerts,
+        get_assessment,
+        quarterly::generate,
+        quarterly::get_report,
+        quarterly::submit,
+        quarterly::acknowledge,
+    ))]
+    struct ReportsApi;
+
+    #[test]
+    fn every_report_route_is_described_with_its_schemas() {
+        let document = serde_json::to_value(ReportsApi::openapi()).unwrap();
+        let paths: Vec<(&str, Vec<&str>)> = document["paths"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(path, item)| {
+                (path.as_str(), item.as_object().unwrap().keys().map(String::as_str).collect())
+            })
+            .collect();
+        assert_eq!(
+            paths,
+            // In key order: serde_json's map is sorted.
+            [
+                ("/v1/reports/alerts", vec!["get"]),
+                ("/v1/reports/assessment", vec!["get"]),
+                ("/v1/reports/overdue", vec!["get"]),
+                ("/v1/reports/quarterly", vec!["post"]),
+                ("/v1/reports/quarterly/{id}", vec!["get"]),
+                ("/v1/reports/quarterly/{id}/acknowledge", vec!["post"]),
+                ("/v1/reports/quarterly/{id}/submit", vec!["post"]),
+            ]
+        );
+        let schemas = &document["components"]["schemas"];
+        for schema in ["OverdueBoard", "Alerts", "Assessment", "AssessmentRow", "QuarterlyReport"] {
+            assert!(schemas[schema].is_object(), "{schema} in {schemas}");
+        }
+        let assessment = document["paths"]["/v1/reports/assessment"]["get"].to_string();
+        for parameter in ["\"format\"", "\"from\"", "\"to\""] {
+            assert!(assessment.contains(parameter), "{parameter} in {assessment}");
+        }
+    }
 
     #[test]
     fn party_keys_are_masked_in_the_middle() {
