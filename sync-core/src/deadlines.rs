@@ -20,11 +20,63 @@ pub const SERVICE_WORKING_DAYS: u32 = 7;
 pub const HEARING_REQUEST_WORKING_DAYS: u32 = 5;
 /// Days to pay a fine after the decision is served (Art. 67).
 pub const PAYMENT_DAYS: i64 = 15;
+/// Working days from a lead to the filing decision (立案), the check period of SAMR-P Art. 18
+/// that DOMAIN.md §2 cites for "file promptly" (Art. 54 ¶2).
+pub const FILING_WORKING_DAYS: u32 = 15;
+
+/// When a case's timed steps were due and when they happened, for the assessment's timeliness
+/// shares (DOMAIN.md §4.2). A step that has not happened has `None`; a due time is `None` when
+/// its clock never started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct Timeliness {
+    /// The lead: the device time of the case's first event (general procedure only).
+    pub lead_at: Option<i64>,
+    /// [`FILING_WORKING_DAYS`] after the lead.
+    pub filing_due: Option<i64>,
+    /// The server's filing (立案).
+    pub filed_at: Option<i64>,
+    /// 90 days after filing plus extensions and suspensions.
+    pub decision_due: Option<i64>,
+    /// The server's decision.
+    pub decided_at: Option<i64>,
+    /// [`SERVICE_WORKING_DAYS`] after the decision.
+    pub service_due: Option<i64>,
+    /// The service (送达).
+    pub served_at: Option<i64>,
+}
+
+/// The timed steps of a case: filing, decision and service, each with its due time. Only
+/// events that count are read (a device's own `file` or `decide` is not a filing or decision).
+pub fn timeliness(case_file: &CaseFile, calendar: &Calendar) -> Timeliness {
+    let first = |kind: &str| {
+        case_file
+            .timeline
+            .iter()
+            .find(|event| event.kind == kind && crate::validate::counts(event))
+            .map(|event| event.device_time)
+    };
+    let general = case_file.procedure == "general";
+    let lead_at = case_file.timeline.first().map(|event| event.device_time).filter(|_| general);
+    let decided_at = first("decide");
+    Timeliness {
+        lead_at,
+        filing_due: lead_at.map(|lead| {
+            working_day_deadline("filing", "lead", lead, FILING_WORKING_DAYS, calendar).due
+        }),
+        filed_at: first("file"),
+        decision_due: crate::validate::decision_due(case_file),
+        decided_at,
+        service_due: decided_at.map(|decided| {
+            working_day_deadline("service", "decide", decided, SERVICE_WORKING_DAYS, calendar).due
+        }),
+        served_at: first("serve"),
+    }
+}
 
 /// One open deadline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Deadline {
-    /// Stable snake_case code: `decision`, `service`, `hearing_request`, `payment`.
+    /// Stable snake_case code: `filing`, `decision`, `service`, `hearing_request`, `payment`.
     pub code: &'static str,
     /// The event kind the clock runs from.
     pub from_event: String,
@@ -34,7 +86,8 @@ pub struct Deadline {
     pub provisional: bool,
 }
 
-/// The deadlines still open in the case's timeline (the decision deadline is the 90 days of
+/// The deadlines still open in the case's timeline (the filing deadline is the
+/// [`FILING_WORKING_DAYS`] of a lead; the decision deadline is the 90 days of
 /// [`crate::validate::DECISION_DAYS`] plus extensions and suspensions): each clock starts at its event and stops
 /// at the event that meets it.
 pub fn open_deadlines(case_file: &CaseFile, calendar: &Calendar) -> Vec<Deadline> {
@@ -47,6 +100,20 @@ pub fn open_deadlines(case_file: &CaseFile, calendar: &Calendar) -> Vec<Deadline
             .map(|event| event.device_time)
     };
     let mut open = Vec::new();
+    // A lead (线索) still waiting for the filing decision: its clock runs from the case's first
+    // event, the earliest the record tells of the lead.
+    if case_file.procedure == "general"
+        && case_file.fold().state == crate::records::CaseState::Lead
+        && let Some(lead) = case_file.timeline.first()
+    {
+        open.push(working_day_deadline(
+            "filing",
+            &lead.kind,
+            lead.device_time,
+            FILING_WORKING_DAYS,
+            calendar,
+        ));
+    }
     if let (Some(_), None) = (time_of("file"), time_of("decide"))
         && let Some(due) = crate::validate::decision_due(case_file)
         && !matches!(
@@ -82,13 +149,18 @@ pub fn open_deadlines(case_file: &CaseFile, calendar: &Calendar) -> Vec<Deadline
             calendar,
         ));
     }
-    if let (Some(served), None) = (time_of("serve"), time_of("paid")) {
+    // The party receives the decision when it is served, or, in the summary procedure, when
+    // it is handed over on site; payment (or the on-site decision's execution) stops the clock.
+    let received = time_of("serve")
+        .or_else(|| (case_file.procedure == "summary").then(|| time_of("issue_on_site")).flatten());
+    let from_event = if time_of("serve").is_some() { "serve" } else { "issue_on_site" };
+    if let (Some(served), None, None) = (received, time_of("paid"), time_of("execute")) {
         let has_fine =
             case_file.final_penalty.as_ref().is_some_and(|penalty| penalty.fine_yuan > 0);
         if has_fine {
             open.push(Deadline {
                 code: "payment",
-                from_event: "serve".to_owned(),
+                from_event: from_event.to_owned(),
                 due: end_of_day(served + PAYMENT_DAYS * DAY_MS),
                 provisional: false,
             });
@@ -132,7 +204,9 @@ mod tests {
             ms("2026-01-05"),
             BTreeMap::new(),
         );
-        assert!(codes(&case_file).is_empty());
+        // No decision clock: the case is still a lead, waiting for the server's filing.
+        let open: Vec<&str> = codes(&case_file).into_iter().map(|(code, ..)| code).collect();
+        assert_eq!(open, ["filing"]);
     }
 
     use std::collections::BTreeMap;
@@ -245,5 +319,63 @@ mod tests {
             ("decide", "2026-12-28"),
         ]);
         assert_eq!(codes(&decided_late), vec![("service", "2027-01-06".to_owned(), true)]);
+    }
+
+    #[test]
+    fn timeliness_reads_each_step_against_its_due_time() {
+        // Lead on 2026-09-25 (Mid-Autumn): the 15 working days skip the National Day week
+        // and count Saturday 10-10, a make-up working day, so filing is due on 2026-10-22 and
+        // the filing on 10-20 is on time. Decided 2026-12-01: service is due 7 working days
+        // later, on 12-10, and the service on 12-15 is late.
+        let case_file = case_with(&[
+            ("request_file", "2026-09-25"),
+            ("file", "2026-10-20"),
+            ("investigate", "2026-10-21"),
+            ("close_investigation", "2026-10-22"),
+            ("notify", "2026-11-02"),
+            ("decide", "2026-12-01"),
+            ("serve", "2026-12-15"),
+        ]);
+        let day = |ms: Option<i64>| ms.map(|ms| date_of(ms).to_string());
+        let steps = timeliness(&case_file, &Calendar::shipped());
+        assert_eq!(day(steps.lead_at).as_deref(), Some("2026-09-25"));
+        assert_eq!(day(steps.filing_due).as_deref(), Some("2026-10-22"));
+        assert_eq!(day(steps.filed_at).as_deref(), Some("2026-10-20"));
+        assert_eq!(day(steps.decision_due).as_deref(), Some("2027-01-18"));
+        assert_eq!(day(steps.service_due).as_deref(), Some("2026-12-10"));
+        assert_eq!(day(steps.served_at).as_deref(), Some("2026-12-15"));
+    }
+
+    #[test]
+    fn an_on_site_fine_is_due_fifteen_days_after_it_was_handed_over() {
+        let mut on_site = case_with(&[("issue_on_site", "2026-06-01")]);
+        on_site.procedure = "summary".to_owned();
+        on_site.final_penalty = Some(Penalty {
+            kinds: vec!["fine".to_owned()],
+            fine_yuan: 100,
+            confiscation_yuan: 0,
+            description: String::new(),
+        });
+        assert_eq!(codes(&on_site), vec![("payment", "2026-06-16".to_owned(), false)]);
+        let mut executed = on_site;
+        executed.append_event(
+            "e9".to_owned(),
+            "execute".to_owned(),
+            "o-1".to_owned(),
+            "aa".to_owned(),
+            ms("2026-06-03"),
+            BTreeMap::new(),
+        );
+        assert!(codes(&executed).is_empty());
+    }
+
+    #[test]
+    fn a_lead_is_due_for_filing_fifteen_working_days_after_its_first_event() {
+        let lead = case_with(&[("request_file", "2026-09-25"), ("pass_on", "2026-09-28")]);
+        assert_eq!(codes(&lead), vec![("filing", "2026-10-22".to_owned(), false)]);
+        let filed = case_with(&[("request_file", "2026-09-25"), ("file", "2026-09-28")]);
+        assert!(codes(&filed).iter().all(|(code, ..)| *code != "filing"));
+        let transferred = case_with(&[("transfer", "2026-09-25")]);
+        assert!(codes(&transferred).is_empty());
     }
 }

@@ -14,7 +14,7 @@ use autosurgeon::{Hydrate, Reconcile, hydrate, hydrate_prop, reconcile};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{EditError, ReplicaError};
-pub use crate::records::case_file::{CaseFile, IssuedDocument, Penalty, TimelineEvent};
+pub use crate::records::case_file::{CaseFile, IssuedDocument, PASSING_ON, Penalty, TimelineEvent};
 pub use crate::records::inspection::{ChecklistItem, Gnss, InspectionRecord, Signature, Site};
 pub use crate::records::procedure::{
     CaseState, Procedure, ProcedureFold, SERVER_AUTHORED, TransitionIssue,
@@ -274,6 +274,16 @@ impl Record {
         match self {
             Self::Inspection(record) => &record.evidence,
             Self::Case(record) => &record.evidence,
+        }
+    }
+
+    /// When the record's agency was handling the party, for duplicate-enforcement alerts:
+    /// an inspection from its start to its end, a case from its first event to the event that
+    /// ends its handling (see [`CaseFile::handling_window`]); `None` as the end while it runs.
+    pub fn handling_window(&self) -> (i64, Option<i64>) {
+        match self {
+            Self::Inspection(record) => (record.started_at, record.ended_at),
+            Self::Case(record) => record.handling_window(),
         }
     }
 

@@ -78,6 +78,8 @@ pub struct CertificateFacts {
     pub withdrawn_at: Option<i64>,
     /// Sectors covered.
     pub sectors: Vec<String>,
+    /// The agency whose territory the certificate is valid in (a township, or the county).
+    pub territory: String,
 }
 
 impl CertificateFacts {
@@ -129,6 +131,10 @@ pub struct RuleContext {
     pub matter: Option<MatterFacts>,
     /// Scope items of the record's township.
     pub entrustments: Vec<EntrustmentFacts>,
+    /// The record's township and every agency above it (the county): the territories a
+    /// certificate may name to cover the act. Empty where unknown, and then the territory is
+    /// not checked.
+    pub territories: Vec<String>,
     /// SHA-256 (hex) of the evidence blobs the server holds; `None` where unknown.
     pub blobs_received: Option<HashSet<String>>,
     /// Number blocks leased in the number spaces the record's documents use.
@@ -329,6 +335,25 @@ fn certificates(record: &Record, context: &RuleContext, at: i64, out: &mut Vec<F
             ));
             continue;
         };
+        if !context.territories.is_empty() && !context.territories.contains(&valid.territory) {
+            out.push(Finding::new(
+                "certificate_out_of_territory",
+                Severity::Error,
+                format!("officers.{index}"),
+                format!(
+                    "certificate {} is valid in {}, not in township {}",
+                    valid.cert_no,
+                    valid.territory,
+                    record.township()
+                ),
+                format!(
+                    "执法证件{}的执法区域为{}，不含乡镇{}",
+                    valid.cert_no,
+                    valid.territory,
+                    record.township()
+                ),
+            ));
+        }
         if let Some(matter) = &context.matter
             && !valid.sectors.contains(&matter.sector)
         {
@@ -351,30 +376,58 @@ fn required_action(record: &Record) -> Action {
     }
 }
 
+/// Whether the act is inside an entrustment, told apart the way a supervisor must act on it:
+/// the matter was never entrusted to the township (`matter_not_entrusted`), it was but no
+/// agreement was in force at the act — expired, not yet in force, suspended or revoked
+/// (`agreement_not_in_force`) — or the agreements in force do not allow this action, say a
+/// general-procedure penalty where only on-site penalties were entrusted
+/// (`action_not_entrusted`).
 fn entrustment(record: &Record, context: &RuleContext, at: i64, out: &mut Vec<Finding>) {
     let action = required_action(record);
-    let covered = context.entrustments.iter().any(|item| {
-        item.active
-            && item.township == record.township()
-            && item.matter == record.matter()
-            && item.valid_from <= at
-            && at <= item.valid_to
-            && item.actions.contains(&action)
-    });
-    if !covered {
-        out.push(Finding::new(
+    let items: Vec<&EntrustmentFacts> = context
+        .entrustments
+        .iter()
+        .filter(|item| item.township == record.township() && item.matter == record.matter())
+        .collect();
+    let in_force: Vec<&&EntrustmentFacts> = items
+        .iter()
+        .filter(|item| item.active && item.valid_from <= at && at <= item.valid_to)
+        .collect();
+    if in_force.iter().any(|item| item.actions.contains(&action)) {
+        return;
+    }
+    let (matter, township, action_name) = (record.matter(), record.township(), action.as_str());
+    out.push(if items.is_empty() {
+        Finding::new(
             "matter_not_entrusted",
             Severity::Error,
             "matter",
+            format!("matter {matter} ({action_name}) was never entrusted to township {township}"),
+            format!("事项{matter}未委托乡镇{township}实施"),
+        )
+    } else if in_force.is_empty() {
+        Finding::new(
+            "agreement_not_in_force",
+            Severity::Error,
+            "matter",
             format!(
-                "matter {} ({}) was not entrusted to township {} at the time of the act",
-                record.matter(),
-                action.as_str(),
-                record.township()
+                "no agreement entrusting matter {matter} to township {township} was in force at \
+                 the time of the act (expired, not yet in force, suspended or revoked)"
             ),
-            format!("执法时事项{}未委托乡镇{}实施", record.matter(), record.township()),
-        ));
-    }
+            format!("执法时委托乡镇{township}实施事项{matter}的委托协议不在有效期内或未生效"),
+        )
+    } else {
+        Finding::new(
+            "action_not_entrusted",
+            Severity::Error,
+            "matter",
+            format!(
+                "the agreements in force entrust matter {matter} to township {township}, but not \
+                 the action {action_name}"
+            ),
+            format!("委托协议未授权乡镇{township}就事项{matter}实施{action_name}"),
+        )
+    });
 }
 
 fn evidence_pending(record: &Record, context: &RuleContext, out: &mut Vec<Finding>) {

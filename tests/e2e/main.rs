@@ -12,6 +12,7 @@ mod jose;
 mod numbers;
 mod openapi;
 mod public;
+mod quarter;
 mod reports;
 mod restore;
 mod resync;

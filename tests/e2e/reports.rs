@@ -1,6 +1,6 @@
 //! The supervision reports end to end (issue 6): a case filed on a supervisor's grant shows on the
 //! supervisor's overdue board and assessment through `fieldcase report`, as JSON and as CSV with
-//! a BOM; an officer's device may not read them.
+//! a BOM and Chinese headers; an officer's device may not read them.
 
 use serde_json::Value;
 
@@ -63,7 +63,11 @@ fn a_filed_case_reaches_the_overdue_board_and_the_assessment_as_json_and_csv() {
     assert!(csv.status.success());
     let text = String::from_utf8(csv.stdout).expect("UTF-8");
     let text = text.strip_prefix('\u{feff}').expect("the CSV starts with a BOM");
-    assert!(text.starts_with("item,doc_id,township,matter"), "{text}");
-    assert!(text.contains(&format!("decision,{case},")), "{text}");
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let header: Vec<String> = reader.headers().unwrap().iter().map(str::to_owned).collect();
+    assert_eq!(header[..4], ["期限事项", "记录编号", "乡镇", "执法事项"], "{text}");
+    let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(records.len(), 1, "{text}");
+    assert_eq!((&records[0][0], &records[0][1]), ("decision", case.as_str()), "{text}");
     assert_eq!(officer.error_code(&["report", "overdue"]), "forbidden");
 }

@@ -22,10 +22,11 @@ pub enum ReportCommand {
     /// Every open deadline of every case with its due date, overdue ones flagged, and the
     /// agreements and certificates expiring within 30 days.
     Overdue(FormatArgs),
-    /// Out-of-scope alerts and duplicate enforcement (one party and matter, two townships).
+    /// Out-of-scope alerts, duplicate enforcement (one party and matter, two townships or
+    /// agencies at overlapping times), second fines for one act, leads passed on twice or more.
     Alerts(FormatArgs),
-    /// Per officer and township: volume, overdue, findings, veto items, returns, certificate
-    /// status; never an amount.
+    /// Per officer and township: volume, timeliness (decided within 90 days, served and filed
+    /// on time), overdue, findings, veto items, returns, certificate status; never an amount.
     Assessment(AssessmentArgs),
     /// Generates the quarterly case report (案件报告) of a township to its entrusting
     /// department and prints it (`--format csv`: its case list).
@@ -223,6 +224,11 @@ fn render_quarterly(report: &Value) -> String {
     text
 }
 
+/// `part/whole`, as people read a timeliness share.
+fn share(part: &Value, whole: &Value) -> String {
+    format!("{}/{}", cell(part), cell(whole))
+}
+
 fn cell(value: &Value) -> String {
     match value {
         Value::String(text) => text.clone(),
@@ -277,30 +283,51 @@ fn render_alerts(report: &Value) -> String {
             cell(&row["matter"]),
         );
     }
-    text.push_str("\nduplicate enforcement:");
-    for alert in rows(report, "duplicate_enforcement") {
+    for (title, key) in [
+        ("duplicate enforcement", "duplicate_enforcement"),
+        ("second fine for one act", "second_fine"),
+    ] {
+        let _ = write!(text, "\n{title}:");
+        for alert in rows(report, key) {
+            let _ = write!(
+                text,
+                "\n  party {} matter {}:",
+                cell(&alert["party_key"]),
+                cell(&alert["matter"])
+            );
+            for record in rows(alert, "records") {
+                let _ =
+                    write!(text, " {} ({})", cell(&record["doc_id"]), cell(&record["township"]));
+            }
+        }
+    }
+    text.push_str("\npassed on twice or more:");
+    for row in rows(report, "passed_on") {
         let _ = write!(
             text,
-            "\n  party {} matter {}:",
-            cell(&alert["party_key"]),
-            cell(&alert["matter"])
+            "\n  {}  {}  {}  {} times",
+            cell(&row["doc_id"]),
+            cell(&row["township"]),
+            cell(&row["matter"]),
+            cell(&row["times"]),
         );
-        for record in rows(alert, "records") {
-            let _ = write!(text, " {} ({})", cell(&record["doc_id"]), cell(&record["township"]));
-        }
     }
     text
 }
 
 fn render_assessment(report: &Value) -> String {
     let mut text = format!(
-        "{:<9}  {:<14}  {:>7}  {:>11}  {:>7}  {:>7}  {:>7}  {:>8}  {:>4}  {:>8}  CERTIFICATES",
+        "{:<9}  {:<14}  {:>7}  {:>11}  {:>7}  {:>7}  {:>7}  {:>7}  {:>7}  {:>7}  {:>8}  {:>4}  \
+         {:>8}  CERTIFICATES",
         "LEVEL",
         "ID",
         "RECORDS",
         "INSPECTIONS",
         "SUMMARY",
         "GENERAL",
+        "IN 90 D",
+        "SERVED",
+        "FILED",
         "OVERDUE",
         "FINDINGS",
         "VETO",
@@ -308,19 +335,28 @@ fn render_assessment(report: &Value) -> String {
     );
     for (level, key) in [("officer", "officers"), ("township", "townships")] {
         for row in rows(report, key) {
-            let veto = ["veto_too_few_officers", "veto_certificate_invalid", "veto_out_of_scope"]
-                .iter()
-                .map(|name| row[*name].as_i64().unwrap_or(0))
-                .sum::<i64>();
+            let veto = [
+                "veto_no_legal_subject",
+                "veto_too_few_officers",
+                "veto_certificate_invalid",
+                "veto_out_of_scope",
+            ]
+            .iter()
+            .map(|name| row[*name].as_i64().unwrap_or(0))
+            .sum::<i64>();
             let _ = write!(
                 text,
-                "\n{:<9}  {:<14}  {:>7}  {:>11}  {:>7}  {:>7}  {:>7}  {:>8}  {:>4}  {:>8}  {}",
+                "\n{:<9}  {:<14}  {:>7}  {:>11}  {:>7}  {:>7}  {:>7}  {:>7}  {:>7}  {:>7}  {:>8}  \
+                 {:>4}  {:>8}  {}",
                 level,
                 cell(&row["id"]),
                 cell(&row["records"]),
                 cell(&row["inspections"]),
                 cell(&row["summary_cases"]),
                 cell(&row["general_cases"]),
+                share(&row["decided_in_time"], &row["decisions_due"]),
+                share(&row["served_in_time"], &row["services_due"]),
+                share(&row["filed_in_time"], &row["filings_due"]),
                 cell(&row["overdue"]),
                 cell(&row["findings"]),
                 veto,

@@ -25,6 +25,7 @@ use chrono::{NaiveDate, NaiveTime};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sync_core::numbers::reconcile;
+use utoipa::ToSchema;
 
 use crate::auth::Supervisor;
 use crate::auth::keys::random_bytes;
@@ -46,9 +47,9 @@ pub(crate) fn router() -> Router<AppState> {
 }
 
 /// The body of `POST /v1/reports/quarterly`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct GenerateRequest {
+pub(crate) struct GenerateRequest {
     /// The entrusting department (agency id) the report goes to.
     department: String,
     /// The township that reports.
@@ -77,7 +78,21 @@ fn quarter_bounds(quarter: &str) -> Result<(i64, i64), ApiError> {
 }
 
 /// Generates and stores a snapshot; answers it with `201 Created`.
-async fn generate(
+#[utoipa::path(
+    post,
+    path = "/v1/reports/quarterly",
+    tag = "reports",
+    request_body = GenerateRequest,
+    responses(
+        (status = 201, description = "The snapshot, generated and stored", body = QuarterlyReport),
+        (status = 400, description = "`malformed_json`: a body that does not fit, or a quarter \
+            that is not YYYY-Q1..Q4"),
+        (status = 401, description = "Missing or invalid token or DPoP proof"),
+        (status = 403, description = "`forbidden`: not a supervisor or admin"),
+        (status = 422, description = "`unknown_reference`: an unknown department or township"),
+    ),
+)]
+pub(crate) async fn generate(
     State(state): State<AppState>,
     supervisor: Supervisor,
     ApiJson(request): ApiJson<GenerateRequest>,
@@ -180,11 +195,13 @@ fn case_entry(case: &QuarterCaseRow) -> Value {
         "document_numbers": case.document_numbers,
         "party": case.party_key.as_deref().map(mask).unwrap_or_default(),
         "matter": case.matter,
+        "matter_name": case.matter_name,
         "procedure": case.procedure,
         "outcome": case.outcome,
         "filed_at": case.filed_at,
         "decided_at": case.decided_at,
         "issued_at": case.issued_at,
+        "penalty": case.penalty,
         "hearing": case.hearing,
         "legal_review": case.legal_review,
         "overdue": case.overdue,
@@ -212,8 +229,49 @@ fn report_id(id: Result<Path<String>, PathRejection>) -> Result<String, ApiError
     id.map(|Path(id)| id).map_err(|_| ApiError::NotFound)
 }
 
+/// The case list's CSV header, in the order of a case's JSON fields: `case_no`, `doc_id`,
+/// `document_numbers`, `party` (masked), `matter`, `matter_name`, `procedure`, `outcome`, the
+/// filing, decision and on-site issue days, the penalty's kinds, fine and confiscation,
+/// `hearing`, `legal_review`, `overdue` and `findings`.
+const CASE_LIST_HEADER: [&str; 18] = [
+    "案号",
+    "记录编号",
+    "文书编号",
+    "当事人",
+    "执法事项",
+    "事项名称",
+    "程序",
+    "办理结果",
+    "立案日期",
+    "决定日期",
+    "当场处罚日期",
+    "处罚种类",
+    "罚款金额（元）",
+    "没收金额（元）",
+    "听证",
+    "法制审核",
+    "是否逾期",
+    "问题",
+];
+
 /// The stored snapshot, JSON or its case list as CSV.
-async fn get_report(
+#[utoipa::path(
+    get,
+    path = "/v1/reports/quarterly/{id}",
+    tag = "reports",
+    params(("id" = String, Path, description = "The report id"), FormatQuery),
+    responses(
+        (status = 200, description = "The stored snapshot (JSON)", body = QuarterlyReport,
+            content_type = "application/json"),
+        (status = 200, description = "Its case list as CSV (UTF-8 with a BOM)", body = String,
+            content_type = "text/csv"),
+        (status = 400, description = "`invalid_query`: a format other than json or csv"),
+        (status = 401, description = "Missing or invalid token or DPoP proof"),
+        (status = 403, description = "`forbidden`: not a supervisor or admin"),
+        (status = 404, description = "`not_found`: no such report"),
+    ),
+)]
+pub(crate) async fn get_report(
     State(state): State<AppState>,
     _supervisor: Supervisor,
     id: Result<Path<String>, PathRejection>,
@@ -228,22 +286,7 @@ async fn get_report(
     if !csv {
         return Ok(Json(report).into_response());
     }
-    let mut table = Csv::new(&[
-        "case_no",
-        "doc_id",
-        "document_numbers",
-        "party",
-        "matter",
-        "procedure",
-        "outcome",
-        "filed",
-        "decided",
-        "issued",
-        "hearing",
-        "legal_review",
-        "overdue",
-        "findings",
-    ]);
+    let mut table = Csv::new(&CASE_LIST_HEADER);
     let text = |value: &Value| match value {
         Value::String(text) => text.clone(),
         Value::Null => String::new(),
@@ -258,11 +301,15 @@ async fn get_report(
             &text(&case["document_numbers"]),
             &text(&case["party"]),
             &text(&case["matter"]),
+            &text(&case["matter_name"]),
             &text(&case["procedure"]),
             &text(&case["outcome"]),
             &day(&case["filed_at"]),
             &day(&case["decided_at"]),
             &day(&case["issued_at"]),
+            &text(&case["penalty"]["kinds"]),
+            &text(&case["penalty"]["fine_yuan"]),
+            &text(&case["penalty"]["confiscation_yuan"]),
             &text(&case["hearing"]),
             &text(&case["legal_review"]),
             &text(&case["overdue"]),
@@ -273,7 +320,20 @@ async fn get_report(
 }
 
 /// The township submits the report, once.
-async fn submit(
+#[utoipa::path(
+    post,
+    path = "/v1/reports/quarterly/{id}/submit",
+    tag = "reports",
+    params(("id" = String, Path, description = "The report id")),
+    responses(
+        (status = 200, description = "The report, submitted", body = QuarterlyReport),
+        (status = 401, description = "Missing or invalid token or DPoP proof"),
+        (status = 403, description = "`forbidden`: not a supervisor or admin"),
+        (status = 404, description = "`not_found`: no such report"),
+        (status = 409, description = "`already_submitted`"),
+    ),
+)]
+pub(crate) async fn submit(
     state: State<AppState>,
     supervisor: Supervisor,
     id: Result<Path<String>, PathRejection>,
@@ -282,7 +342,20 @@ async fn submit(
 }
 
 /// The department acknowledges the submitted report, once.
-async fn acknowledge(
+#[utoipa::path(
+    post,
+    path = "/v1/reports/quarterly/{id}/acknowledge",
+    tag = "reports",
+    params(("id" = String, Path, description = "The report id")),
+    responses(
+        (status = 200, description = "The report, acknowledged", body = QuarterlyReport),
+        (status = 401, description = "Missing or invalid token or DPoP proof"),
+        (status = 403, description = "`forbidden`: not a supervisor or admin"),
+        (status = 404, description = "`not_found`: no such report"),
+        (status = 409, description = "`not_submitted` or `already_acknowledged`"),
+    ),
+)]
+pub(crate) async fn acknowledge(
     state: State<AppState>,
     supervisor: Supervisor,
     id: Result<Path<String>, PathRejection>,

@@ -1,11 +1,16 @@
 //! The supervision reports (issue 6, DOMAIN.md §4, DESIGN.md §10), for supervisors and admins:
 //! `GET /v1/reports/overdue`, `GET /v1/reports/alerts` and `GET /v1/reports/assessment`, each
 //! JSON or, with `?format=csv`, CSV (UTF-8 with a BOM, so spreadsheet programs read Chinese
-//! text correctly; a header row of the JSON keys).
+//! text correctly). The CSV is for the people who read the report — township and department
+//! staff — so its header row is Chinese, in the terms of DOMAIN.md §4; the JSON keys stay
+//! English because they are the API contract.
 //!
 //! Every report is SQL over the projections of every merge (`store::reports`), never a scan of
 //! documents. The assessment counts and never sums an amount (Administrative Penalty Law
 //! Art. 74: fines and confiscations must not be linked to assessment).
+
+// `#[utoipa::path(params(T))]` expands to a path to `T` that rustc finds needlessly qualified.
+#![allow(unused_qualifications, reason = "the expansion of utoipa's path macro")]
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -15,13 +20,14 @@ use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, NaiveDate, NaiveTime};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{Supervisor, now_millis};
 use crate::error::ApiError;
 use crate::routes::run_blocking;
 use crate::state::AppState;
 use crate::store::reports::{
-    self, AssessmentRow, DeadlineRow, DuplicateRow, ExpiringRow, Period, ScopeAlertRow,
+    self, AssessmentRow, DeadlineRow, DuplicateRow, ExpiringRow, PassedOnRow, Period, ScopeAlertRow,
 };
 
 /// How far ahead the overdue board looks for agreements and certificates that expire.
@@ -40,19 +46,25 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/v1/reports/assessment", get(get_assessment))
 }
 
-/// `?format=json|csv` of the overdue board and the alerts.
-#[derive(Debug, Deserialize)]
+/// `?format=json|csv` of the overdue board, the alerts and a quarterly report.
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct FormatQuery {
+    /// `json` (the default) or `csv` (UTF-8 with a BOM, Chinese header row).
     pub(crate) format: Option<String>,
 }
 
 /// The assessment's query string: the period as `YYYY-MM-DD` (UTC days, both inclusive).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct AssessmentQuery {
+#[into_params(parameter_in = Query)]
+pub(crate) struct AssessmentQuery {
+    /// `json` (the default) or `csv`.
     format: Option<String>,
+    /// First day of the period, `YYYY-MM-DD`; open when absent.
     from: Option<String>,
+    /// Last day of the period, `YYYY-MM-DD`; open when absent.
     to: Option<String>,
 }
 
@@ -73,9 +85,63 @@ pub(crate) fn parse_query<T>(query: Result<Query<T>, QueryRejection>) -> Result<
         .map_err(|rejection| ApiError::InvalidQuery(rejection.body_text()))
 }
 
+/// The overdue board's CSV header; the columns are the JSON fields `deadline` (or
+/// `entrustment_expiring` / `certificate_expiring`), `doc_id` (or the agreement id or certificate
+/// number), `township`, `matter`, the officer of an expiring certificate, `from_event`, `due`
+/// (ms), `due` as a day, `overdue` and `provisional`.
+const OVERDUE_HEADER: [&str; 10] = [
+    "期限事项",
+    "记录编号",
+    "乡镇",
+    "执法事项",
+    "执法人员",
+    "起算环节",
+    "到期时间戳",
+    "到期日",
+    "是否逾期",
+    "日历未覆盖",
+];
+
+/// The alerts' CSV header: the alert code, `doc_id`, `kind`, `township`, `matter`, the masked
+/// `party_key`, `name_agency` and, for a lead passed on, how many times.
+const ALERTS_HEADER: [&str; 8] =
+    ["预警类别", "记录编号", "记录类型", "乡镇", "执法事项", "当事人标识", "名义机关", "转交次数"];
+
+/// The assessment's CSV header, in the order of the JSON fields of an assessment row after
+/// the level (`officer` or `township`) and the id. No column is, or may become, an amount
+/// (Art. 74).
+const ASSESSMENT_HEADER: [&str; 26] = [
+    "层级",
+    "编号",
+    "记录数",
+    "检查数",
+    "简易程序案件数",
+    "普通程序案件数",
+    "应在九十日内决定数",
+    "九十日内决定数",
+    "九十日内决定率",
+    "应送达数",
+    "按期送达数",
+    "按期送达率",
+    "应立案数",
+    "按期立案数",
+    "按期立案率",
+    "逾期数",
+    "决定超期数",
+    "问题数",
+    "每件问题数",
+    "否决项：无执法主体",
+    "否决项：执法人员不足两人",
+    "否决项：执法人员不具备资格",
+    "否决项：越权执法",
+    "退回补正数",
+    "退回补正率",
+    "证件状态",
+];
+
 /// The overdue board as JSON.
-#[derive(Debug, Serialize)]
-struct OverdueBoard {
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct OverdueBoard {
     generated_at: i64,
     deadlines: Vec<DeadlineRow>,
     expiring: Vec<ExpiringRow>,
@@ -83,7 +149,22 @@ struct OverdueBoard {
 
 /// Every open deadline of every case with its due date and whether it is overdue, and the
 /// agreements and certificates expiring within 30 days.
-async fn get_overdue(
+#[utoipa::path(
+    get,
+    path = "/v1/reports/overdue",
+    tag = "reports",
+    params(FormatQuery),
+    responses(
+        (status = 200, description = "The overdue board (JSON), or as CSV with `?format=csv`",
+            body = OverdueBoard, content_type = "application/json"),
+        (status = 200, description = "The overdue board as CSV (UTF-8 with a BOM)",
+            body = String, content_type = "text/csv"),
+        (status = 400, description = "`invalid_query`: a format other than json or csv"),
+        (status = 401, description = "Missing or invalid token or DPoP proof"),
+        (status = 403, description = "`forbidden`: not a supervisor or admin"),
+    ),
+)]
+pub(crate) async fn get_overdue(
     State(state): State<AppState>,
     _supervisor: Supervisor,
     query: Result<Query<FormatQuery>, QueryRejection>,
@@ -103,18 +184,7 @@ async fn get_overdue(
     if !csv {
         return Ok(Json(OverdueBoard { generated_at: now, deadlines, expiring }).into_response());
     }
-    let mut table = Csv::new(&[
-        "item",
-        "doc_id",
-        "township",
-        "matter",
-        "officer",
-        "from_event",
-        "due",
-        "due_date",
-        "overdue",
-        "provisional",
-    ]);
+    let mut table = Csv::new(&OVERDUE_HEADER);
     for row in &deadlines {
         table.row(&[
             &row.deadline,
@@ -146,18 +216,22 @@ async fn get_overdue(
     Ok(table.into_response())
 }
 
-/// One duplicate-enforcement alert: records of one party and matter in several townships or
-/// agencies.
-#[derive(Debug, Serialize)]
-struct DuplicateAlert {
+/// One duplicate-enforcement or second-fine alert: the records of one party and matter.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct DuplicateAlert {
+    /// `duplicate_enforcement` or `second_fine`.
     code: &'static str,
+    /// The party's ID number or credit code, masked.
     party_key: String,
+    /// The matter code.
     matter: String,
+    /// The records, by township.
     records: Vec<DuplicateRecord>,
 }
 
-#[derive(Debug, Serialize)]
-struct DuplicateRecord {
+/// One record of a [`DuplicateAlert`].
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct DuplicateRecord {
     doc_id: String,
     kind: Option<String>,
     township: Option<String>,
@@ -165,32 +239,61 @@ struct DuplicateRecord {
 }
 
 /// The alerts as JSON.
-#[derive(Debug, Serialize)]
-struct Alerts {
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Alerts {
+    /// Out of scope (越权): one row per record and finding code.
     scope: Vec<ScopeAlertRow>,
+    /// One party key and matter handled by two townships or agencies at overlapping times.
     duplicate_enforcement: Vec<DuplicateAlert>,
+    /// Two fines for one party and matter at overlapping times (一事不再罚, Art. 29).
+    second_fine: Vec<DuplicateAlert>,
+    /// Leads passed on two or more times (推诿).
+    passed_on: Vec<PassedOnRow>,
 }
 
-/// Out-of-scope alerts from the projected finding codes, and duplicate enforcement: one party
-/// key and matter handled by two townships or in the name of two agencies.
-async fn get_alerts(
+/// Out-of-scope alerts from the projected finding codes; duplicate enforcement (one party key
+/// and matter handled by two townships or in the name of two agencies at overlapping times);
+/// second fines for one act; leads passed on two or more times.
+#[utoipa::path(
+    get,
+    path = "/v1/reports/alerts",
+    tag = "reports",
+    params(FormatQuery),
+    responses(
+        (status = 200, description = "The alerts (JSON)", body = Alerts,
+            content_type = "application/json"),
+        (status = 200, description = "The alerts as CSV (UTF-8 with a BOM), one row per record",
+            body = String, content_type = "text/csv"),
+        (status = 400, description = "`invalid_query`: a format other than json or csv"),
+        (status = 401, description = "Missing or invalid token or DPoP proof"),
+        (status = 403, description = "`forbidden`: not a supervisor or admin"),
+    ),
+)]
+pub(crate) async fn get_alerts(
     State(state): State<AppState>,
     _supervisor: Supervisor,
     query: Result<Query<FormatQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let csv = wants_csv(parse_query(query)?.format.as_deref())?;
     let store = state.store().clone();
-    let (scope, duplicates) = run_blocking(move || {
-        Ok(store
-            .read(|tx| Ok((reports::scope_alerts(tx)?, reports::duplicate_enforcement(tx)?)))?)
+    let (scope, duplicates, second_fines, passed_on) = run_blocking(move || {
+        Ok(store.read(|tx| {
+            Ok((
+                reports::scope_alerts(tx)?,
+                reports::duplicate_enforcement(tx)?,
+                reports::second_fines(tx)?,
+                reports::passed_on(tx)?,
+            ))
+        })?)
     })
     .await?;
-    let duplicate_enforcement = group_duplicates(duplicates);
+    let duplicate_enforcement = group_duplicates("duplicate_enforcement", duplicates);
+    let second_fine = group_duplicates("second_fine", second_fines);
     if !csv {
-        return Ok(Json(Alerts { scope, duplicate_enforcement }).into_response());
+        let alerts = Alerts { scope, duplicate_enforcement, second_fine, passed_on };
+        return Ok(Json(alerts).into_response());
     }
-    let mut table =
-        Csv::new(&["alert", "doc_id", "kind", "township", "matter", "party_key", "name_agency"]);
+    let mut table = Csv::new(&ALERTS_HEADER);
     for row in &scope {
         table.row(&[
             &row.code,
@@ -200,9 +303,10 @@ async fn get_alerts(
             row.matter.as_deref().unwrap_or_default(),
             "",
             "",
+            "",
         ]);
     }
-    for alert in &duplicate_enforcement {
+    for alert in duplicate_enforcement.iter().chain(&second_fine) {
         for record in &alert.records {
             table.row(&[
                 alert.code,
@@ -212,15 +316,28 @@ async fn get_alerts(
                 &alert.matter,
                 &alert.party_key,
                 &record.name_agency,
+                "",
             ]);
         }
+    }
+    for row in &passed_on {
+        table.row(&[
+            row.code,
+            &row.doc_id,
+            "case",
+            row.township.as_deref().unwrap_or_default(),
+            row.matter.as_deref().unwrap_or_default(),
+            "",
+            "",
+            &row.times.to_string(),
+        ]);
     }
     Ok(table.into_response())
 }
 
 /// Groups the rows (ordered by party key and matter) into one alert per pair, with the party
 /// key masked.
-fn group_duplicates(rows: Vec<DuplicateRow>) -> Vec<DuplicateAlert> {
+fn group_duplicates(code: &'static str, rows: Vec<DuplicateRow>) -> Vec<DuplicateAlert> {
     let mut alerts: Vec<(String, DuplicateAlert)> = Vec::new();
     for row in rows {
         let record = DuplicateRecord {
@@ -236,7 +353,7 @@ fn group_duplicates(rows: Vec<DuplicateRow>) -> Vec<DuplicateAlert> {
             _ => alerts.push((
                 row.party_key.clone(),
                 DuplicateAlert {
-                    code: "duplicate_enforcement",
+                    code,
                     party_key: mask(&row.party_key),
                     matter: row.matter,
                     records: vec![record],
@@ -260,8 +377,8 @@ pub(crate) fn mask(key: &str) -> String {
 }
 
 /// The assessment as JSON.
-#[derive(Debug, Serialize)]
-struct Assessment {
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Assessment {
     from: Option<String>,
     to: Option<String>,
     officers: Vec<AssessmentRow>,
@@ -270,7 +387,22 @@ struct Assessment {
 
 /// Per officer named in the period's records and per township: volume, timeliness, quality,
 /// veto items, returns and certificate status; never an amount (Art. 74).
-async fn get_assessment(
+#[utoipa::path(
+    get,
+    path = "/v1/reports/assessment",
+    tag = "reports",
+    params(AssessmentQuery),
+    responses(
+        (status = 200, description = "The assessment (JSON)", body = Assessment,
+            content_type = "application/json"),
+        (status = 200, description = "The assessment as CSV (UTF-8 with a BOM)",
+            body = String, content_type = "text/csv"),
+        (status = 400, description = "`invalid_query`: a bad format or a day not YYYY-MM-DD"),
+        (status = 401, description = "Missing or invalid token or DPoP proof"),
+        (status = 403, description = "`forbidden`: not a supervisor or admin"),
+    ),
+)]
+pub(crate) async fn get_assessment(
     State(state): State<AppState>,
     _supervisor: Supervisor,
     query: Result<Query<AssessmentQuery>, QueryRejection>,
@@ -296,23 +428,8 @@ async fn get_assessment(
         let assessment = Assessment { from: query.from, to: query.to, officers, townships };
         return Ok(Json(assessment).into_response());
     }
-    let mut table = Csv::new(&[
-        "level",
-        "id",
-        "records",
-        "inspections",
-        "summary_cases",
-        "general_cases",
-        "overdue",
-        "decision_overdue",
-        "findings",
-        "findings_per_record",
-        "veto_too_few_officers",
-        "veto_certificate_invalid",
-        "veto_out_of_scope",
-        "returned",
-        "certificate_status",
-    ]);
+    let mut table = Csv::new(&ASSESSMENT_HEADER);
+    let share = |share: Option<f64>| share.map(|share| share.to_string()).unwrap_or_default();
     for (level, rows) in [("officer", &officers), ("township", &townships)] {
         for row in rows {
             table.row(&[
@@ -322,14 +439,25 @@ async fn get_assessment(
                 &row.inspections.to_string(),
                 &row.summary_cases.to_string(),
                 &row.general_cases.to_string(),
+                &row.decisions_due.to_string(),
+                &row.decided_in_time.to_string(),
+                &share(row.decided_in_time_share),
+                &row.services_due.to_string(),
+                &row.served_in_time.to_string(),
+                &share(row.served_in_time_share),
+                &row.filings_due.to_string(),
+                &row.filed_in_time.to_string(),
+                &share(row.filed_in_time_share),
                 &row.overdue.to_string(),
                 &row.decision_overdue.to_string(),
                 &row.findings.to_string(),
                 &row.findings_per_record.to_string(),
+                &row.veto_no_legal_subject.to_string(),
                 &row.veto_too_few_officers.to_string(),
                 &row.veto_certificate_invalid.to_string(),
                 &row.veto_out_of_scope.to_string(),
                 &row.returned.to_string(),
+                &row.returned_share.to_string(),
                 &row.certificate_status,
             ]);
         }
@@ -386,7 +514,57 @@ impl Csv {
 
 #[cfg(test)]
 mod tests {
+    use utoipa::OpenApi;
+
     use super::*;
+    use crate::routes::quarterly;
+
+    /// The report handlers' annotations, gathered as the server's OpenAPI document will.
+    #[derive(OpenApi)]
+    #[openapi(paths(
+        get_overdue,
+        get_alerts,
+        get_assessment,
+        quarterly::generate,
+        quarterly::get_report,
+        quarterly::submit,
+        quarterly::acknowledge,
+    ))]
+    struct ReportsApi;
+
+    #[test]
+    fn every_report_route_is_described_with_its_schemas() {
+        let document = serde_json::to_value(ReportsApi::openapi()).unwrap();
+        let paths: Vec<(&str, Vec<&str>)> = document["paths"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(path, item)| {
+                (path.as_str(), item.as_object().unwrap().keys().map(String::as_str).collect())
+            })
+            .collect();
+        assert_eq!(
+            paths,
+            // In key order: serde_json's map is sorted.
+            [
+                ("/v1/reports/alerts", vec!["get"]),
+                ("/v1/reports/assessment", vec!["get"]),
+                ("/v1/reports/overdue", vec!["get"]),
+                ("/v1/reports/quarterly", vec!["post"]),
+                ("/v1/reports/quarterly/{id}", vec!["get"]),
+                ("/v1/reports/quarterly/{id}/acknowledge", vec!["post"]),
+                ("/v1/reports/quarterly/{id}/submit", vec!["post"]),
+            ]
+        );
+        let schemas = &document["components"]["schemas"];
+        for schema in ["OverdueBoard", "Alerts", "Assessment", "AssessmentRow", "QuarterlyReport"] {
+            assert!(schemas[schema].is_object(), "{schema} in {schemas}");
+        }
+        let assessment = document["paths"]["/v1/reports/assessment"]["get"].to_string();
+        for parameter in ["\"format\"", "\"from\"", "\"to\""] {
+            assert!(assessment.contains(parameter), "{parameter} in {assessment}");
+        }
+    }
 
     #[test]
     fn party_keys_are_masked_in_the_middle() {

@@ -103,6 +103,7 @@ pub(crate) fn rule_context(
         certificates,
         matter: matter_facts(connection, record.matter())?,
         entrustments: entrustment_facts(connection, record.township())?,
+        territories: territories(connection, record.township())?,
         blobs_received: Some(blobs::present(connection, &hashes)?),
         number_blocks,
         numbers_used_elsewhere,
@@ -118,8 +119,8 @@ fn certificates_of(
     officer: &str,
 ) -> Result<Vec<CertificateFacts>, StoreError> {
     let mut statement = connection.prepare_cached(
-        "SELECT c.cert_no, c.officer, c.sectors, c.valid_from, c.valid_to, c.status \
-         FROM certificates c WHERE c.officer = ?1 ORDER BY c.cert_no",
+        "SELECT c.cert_no, c.officer, c.sectors, c.valid_from, c.valid_to, c.status, \
+         c.territory FROM certificates c WHERE c.officer = ?1 ORDER BY c.cert_no",
     )?;
     let rows = statement.query_map([officer], |row| {
         let status: String = row.get(5)?;
@@ -130,6 +131,7 @@ fn certificates_of(
             valid_from: row.get(3)?,
             valid_to: row.get(4)?,
             withdrawn_at: None,
+            territory: row.get(6)?,
         };
         Ok((facts, matches!(status.as_str(), "suspended" | "revoked")))
     })?;
@@ -160,6 +162,22 @@ fn matter_facts(connection: &Connection, code: &str) -> Result<Option<MatterFact
             })
         })
         .optional()?)
+}
+
+/// The township and every agency above it, nearest first: a certificate issued for any of
+/// them covers an act in the township. Empty for a township the registry does not know, and
+/// then the territory is not checked (the record is already out of scope).
+fn territories(connection: &Connection, township: &str) -> Result<Vec<String>, StoreError> {
+    let mut statement = connection.prepare_cached(
+        "WITH RECURSIVE above (id, parent, depth) AS ( \
+             SELECT id, parent, 0 FROM agencies WHERE id = ?1 \
+             UNION ALL \
+             SELECT a.id, a.parent, above.depth + 1 FROM agencies a \
+             JOIN above ON a.id = above.parent WHERE above.depth < 16) \
+         SELECT id FROM above ORDER BY depth",
+    )?;
+    let rows = statement.query_map([township], |row| row.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// Every entrustment item of the township, whatever its agreement's status and term: the rule

@@ -27,6 +27,8 @@ pub(crate) struct QuarterCaseRow {
     pub(crate) party_key: Option<String>,
     /// The matter code.
     pub(crate) matter: Option<String>,
+    /// The matter's name in the registry (执法事项名称), empty for an unknown code.
+    pub(crate) matter_name: String,
     /// `summary` or `general`.
     pub(crate) procedure: String,
     /// The procedure state, the outcome the counts group by.
@@ -47,6 +49,20 @@ pub(crate) struct QuarterCaseRow {
     pub(crate) overdue: bool,
     /// The finding codes of the merged record, in order.
     pub(crate) findings: Vec<String>,
+    /// The decided penalty, if any.
+    pub(crate) penalty: Option<QuarterPenalty>,
+}
+
+/// A case's decided penalty as the quarterly case list shows it (DOMAIN.md §4.1). Read from
+/// `document_penalties`, which only this report reads: the assessment never sees an amount.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct QuarterPenalty {
+    /// Penalty kinds (warning, fine, confiscation, …).
+    pub(crate) kinds: Vec<String>,
+    /// Fine, yuan.
+    pub(crate) fine_yuan: i64,
+    /// Value confiscated, yuan.
+    pub(crate) confiscation_yuan: i64,
 }
 
 /// The time that places a case in a quarter: its filing, else its on-site decision, else its
@@ -72,9 +88,12 @@ pub(crate) fn cases(
              OR EXISTS (SELECT 1 FROM document_findings f WHERE f.doc_id = d.id \
                  AND f.code = 'decision_overdue'), \
              (SELECT group_concat(code, ' ') FROM (SELECT code FROM document_findings \
-              WHERE doc_id = d.id ORDER BY code)) \
+              WHERE doc_id = d.id ORDER BY code)), \
+             COALESCE(m.name, ''), p.kinds, p.fine_yuan, p.confiscation_yuan \
          FROM documents d JOIN document_cases c ON c.doc_id = d.id \
+         LEFT JOIN document_penalties p ON p.doc_id = d.id \
          LEFT JOIN case_numbers n ON n.doc_id = d.id \
+         LEFT JOIN matters m ON m.code = d.matter \
          WHERE d.kind = 'case' AND d.township = ?1 AND c.name_agency = ?2 \
          AND {CASE_TIME} >= ?3 AND {CASE_TIME} < ?4 \
          ORDER BY {CASE_TIME}, d.id"
@@ -100,6 +119,15 @@ pub(crate) fn cases(
                 filed_with_agency: row.get(12)?,
                 overdue: row.get(13)?,
                 findings: words(row.get(14)?),
+                matter_name: row.get(15)?,
+                penalty: match row.get::<_, Option<String>>(16)? {
+                    Some(kinds) => Some(QuarterPenalty {
+                        kinds: words(Some(kinds)),
+                        fine_yuan: row.get(17)?,
+                        confiscation_yuan: row.get(18)?,
+                    }),
+                    None => None,
+                },
             })
         })?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -115,7 +143,7 @@ pub(crate) fn agency_exists(connection: &Connection, id: &str) -> Result<bool, S
 }
 
 /// One stored report.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub(crate) struct QuarterlyReport {
     /// The report id.
     pub(crate) id: String,

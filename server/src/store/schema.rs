@@ -390,6 +390,36 @@ const MIGRATIONS: &[&str] = &[
     r"
     ALTER TABLE documents ADD COLUMN sealed TEXT;
     ",
+    // 11: issue 6, the assessment's timeliness and the remaining alerts, projected at every
+    // merge (`store::deadlines`): a case's timed steps with their due times (sync-core
+    // `deadlines::timeliness`), how often its lead was passed on (推诿) and whether it imposed a
+    // fine (一事不再罚; never an amount), and every record's handling window (duplicate
+    // enforcement), with the index that finds a party's other records; and a case's decided
+    // penalty for the quarterly case list only, in a table of its own that the assessment never
+    // reads (Art. 74). A record merged before this migration fills them in at its next merge.
+    r"
+    ALTER TABLE document_cases ADD COLUMN lead_at INTEGER;
+    ALTER TABLE document_cases ADD COLUMN filing_due INTEGER;
+    ALTER TABLE document_cases ADD COLUMN decision_due INTEGER;
+    ALTER TABLE document_cases ADD COLUMN service_due INTEGER;
+    ALTER TABLE document_cases ADD COLUMN served_at INTEGER;
+    ALTER TABLE document_cases ADD COLUMN passed_on INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE document_cases ADD COLUMN fined INTEGER NOT NULL DEFAULT 0;
+
+    CREATE TABLE document_windows (
+        doc_id BLOB PRIMARY KEY,
+        handled_from INTEGER NOT NULL,
+        handled_to INTEGER
+    );
+    CREATE INDEX documents_party_matter ON documents (party_key, matter);
+
+    CREATE TABLE document_penalties (
+        doc_id BLOB PRIMARY KEY,
+        kinds TEXT NOT NULL,
+        fine_yuan INTEGER NOT NULL,
+        confiscation_yuan INTEGER NOT NULL
+    );
+    ",
 ];
 
 /// Prepared statements kept per connection. rusqlite's default of 16 is fewer than the

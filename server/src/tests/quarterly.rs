@@ -7,12 +7,12 @@ use automerge::{ActorId, AutoCommit, ROOT, transaction::Transactable as _};
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 use sync_core::ids::DocumentId;
-use sync_core::records::{IssuedDocument, Procedure, SERVER_ACTOR, create_document};
+use sync_core::records::{IssuedDocument, Penalty, Procedure, SERVER_ACTOR, create_document};
 
 use crate::auth::now_millis;
 use crate::fixtures::doc_id;
 use crate::store::quarterly;
-use crate::tests::reports::{case_of, report_csv, seed};
+use crate::tests::reports::{case_of, parse_csv, report_csv, seed};
 use crate::tests::{CHENGGUAN, Client, ENTRUSTED, HEXI, TestApi};
 
 /// The entrusting department of the demo registry's agreement with Chengguan.
@@ -58,6 +58,12 @@ fn seed_quarter(api: &TestApi) -> ([DocumentId; 4], AutoCommit) {
         party,
         &[("file", day_2026(1, 10)), ("hearing", day_2026(2, 1)), ("decide", day_2026(2, 20))],
     );
+    decided.final_penalty = Some(Penalty {
+        kinds: vec!["warning".to_owned(), "fine".to_owned()],
+        fine_yuan: 1_500,
+        confiscation_yuan: 0,
+        description: "警告并处罚款".to_owned(),
+    });
     decided.documents.push(IssuedDocument {
         number: "应急罚〔2026〕7号".to_owned(),
         doc_type: "decision".to_owned(),
@@ -118,6 +124,11 @@ async fn a_quarterly_report_counts_and_lists_the_quarters_cases_and_stays_as_gen
     assert_eq!(first["hearing"], true);
     assert_eq!(first["filed_at"], day_2026(1, 10));
     assert_eq!(first["decided_at"], day_2026(2, 20));
+    assert_eq!(
+        first["penalty"],
+        json!({"kinds": ["warning", "fine"], "fine_yuan": 1_500, "confiscation_yuan": 0})
+    );
+    assert_eq!(rows(body, "cases")[1]["penalty"], Value::Null);
     assert_eq!(rows(body, "cases")[1]["overdue"], true, "{body}");
     assert!(!body.to_string().contains("110101199001011234"));
     // The counts add up to the list, by matter × procedure × outcome.
@@ -154,7 +165,7 @@ async fn a_report_is_submitted_then_acknowledged_once_each_and_its_body_never_ch
     // Arrange
     let api = TestApi::new();
     let supervisor = api.login("supervisor").await;
-    let _ = seed_quarter(&api);
+    let (ids, _) = seed_quarter(&api);
     let report = generate(&api, &supervisor, CHENGGUAN, "2026-Q1").await;
     let id = report["id"].as_str().unwrap().to_owned();
     let path = format!("/v1/reports/quarterly/{id}");
@@ -188,11 +199,41 @@ async fn a_report_is_submitted_then_acknowledged_once_each_and_its_body_never_ch
     let stored = api.get(&supervisor, &path).await.json();
     assert_eq!(stored["body"], report["body"]);
 
-    // The case list as CSV.
+    // The case list as CSV, parsed back: Chinese headers, and the Chinese values intact.
     let text = report_csv(&api, &supervisor, &path, "?format=csv").await;
-    assert!(text.starts_with("case_no,doc_id,document_numbers,party,matter"), "{text}");
-    assert_eq!(text.lines().count(), 5, "{text}");
-    assert!(text.contains("110101********1234"), "{text}");
+    let (header, records) = parse_csv(&text);
+    assert_eq!(
+        header,
+        [
+            "案号",
+            "记录编号",
+            "文书编号",
+            "当事人",
+            "执法事项",
+            "事项名称",
+            "程序",
+            "办理结果",
+            "立案日期",
+            "决定日期",
+            "当场处罚日期",
+            "处罚种类",
+            "罚款金额（元）",
+            "没收金额（元）",
+            "听证",
+            "法制审核",
+            "是否逾期",
+            "问题"
+        ]
+    );
+    assert_eq!(records.len(), 4, "{text}");
+    assert_eq!(records[0][1], ids[0].to_string());
+    assert_eq!(records[0][2], "应急罚〔2026〕7号");
+    assert_eq!(records[0][3], "110101********1234");
+    assert_eq!(records[0][4], ENTRUSTED);
+    assert_eq!(records[0][5], "未按规定设置安全警示标志");
+    assert_eq!(records[0][8..10], ["2026-01-10", "2026-02-20"]);
+    assert_eq!(records[0][11..14], ["warning fine", "1500", "0"]);
+    assert_eq!(records[1][11..14], ["", "", ""], "an undecided case has no penalty");
 }
 
 #[tokio::test]

@@ -37,6 +37,18 @@ pub(super) async fn report_csv(api: &TestApi, client: &Client, path: &str, query
     text.strip_prefix('\u{feff}').expect("the CSV starts with a BOM").to_owned()
 }
 
+/// Parses a CSV answer (without its BOM) with a real CSV reader: its header row and its
+/// records, each cell as text.
+pub(super) fn parse_csv(text: &str) -> (Vec<String>, Vec<Vec<String>>) {
+    let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(text.as_bytes());
+    let header = reader.headers().expect("a header row").iter().map(str::to_owned).collect();
+    let records = reader
+        .records()
+        .map(|record| record.expect("a CSV record").iter().map(str::to_owned).collect())
+        .collect();
+    (header, records)
+}
+
 /// A case of `matter` in `township` against the party with `party_key`, handled by two demo
 /// officers, with `events` (kind, device time) on its timeline.
 pub(super) fn case_of(
@@ -117,11 +129,26 @@ async fn a_case_filed_long_ago_shows_an_overdue_decision_deadline() {
     assert_eq!(deadlines[0]["due"], now - 120 * DAY_MS + 90 * DAY_MS);
     // The demo registry's agreement and certificates run for years.
     assert_eq!(rows_of(&board, "expiring"), [] as [Value; 0]);
-    let lines: Vec<&str> = csv.lines().collect();
-    assert_eq!(lines.len(), 3, "{csv}");
-    assert!(lines[0].starts_with("item,doc_id,township,matter"), "{csv}");
-    assert!(lines[1].starts_with(&format!("decision,{late},{CHENGGUAN},{ENTRUSTED}")), "{csv}");
-    assert!(lines[1].contains(",true,"), "{csv}");
+    let (header, records) = parse_csv(&csv);
+    assert_eq!(
+        header,
+        [
+            "期限事项",
+            "记录编号",
+            "乡镇",
+            "执法事项",
+            "执法人员",
+            "起算环节",
+            "到期时间戳",
+            "到期日",
+            "是否逾期",
+            "日历未覆盖"
+        ]
+    );
+    assert_eq!(records.len(), 2, "{csv}");
+    assert_eq!(records[0][..4], ["decision", &late.to_string(), CHENGGUAN, ENTRUSTED]);
+    assert_eq!(records[0][8], "true");
+    assert_eq!(records[1][8], "false");
 }
 
 #[tokio::test]
@@ -162,8 +189,32 @@ async fn the_same_party_and_matter_in_two_townships_is_a_duplicate_enforcement_a
     // out of scope at any time.
     assert!(scope.contains(&(json!("matter_not_entrusted"), json!(second.to_string()))));
     assert!(scope.iter().all(|(code, _)| code != "not_entrustable"), "{alerts}");
-    assert!(csv.starts_with("alert,doc_id,kind,township,matter,party_key,name_agency\r\n"));
-    assert!(csv.contains(&format!("duplicate_enforcement,{second},case,{HEXI},{ENTRUSTED},")));
+    let (header, records) = parse_csv(&csv);
+    assert_eq!(
+        header,
+        [
+            "预警类别",
+            "记录编号",
+            "记录类型",
+            "乡镇",
+            "执法事项",
+            "当事人标识",
+            "名义机关",
+            "转交次数"
+        ]
+    );
+    assert!(
+        records.iter().any(|record| record[..6]
+            == [
+                "duplicate_enforcement",
+                &second.to_string(),
+                "case",
+                HEXI,
+                ENTRUSTED,
+                "110101********1234"
+            ]),
+        "{csv}"
+    );
     assert!(!csv.contains(shared), "{csv}");
 }
 
@@ -233,4 +284,197 @@ async fn officers_may_not_read_reports_and_formats_are_checked() {
             .await
             .check_error(StatusCode::BAD_REQUEST, "invalid_query");
     }
+}
+
+/// `case_of` with the name agency set and, when `fine` is set, a decided penalty with a fine.
+fn case_in_name(
+    id: DocumentId,
+    township: &str,
+    party_key: &str,
+    events: &[(&str, i64)],
+    fine: bool,
+) -> CaseFile {
+    let mut case_file = case_of(id, township, ENTRUSTED, party_key, events);
+    "d-yingji".clone_into(&mut case_file.name_agency);
+    if fine {
+        case_file.final_penalty = Some(Penalty {
+            kinds: vec!["fine".to_owned()],
+            fine_yuan: 500,
+            confiscation_yuan: 0,
+            description: String::new(),
+        });
+    }
+    case_file
+}
+
+fn doc_ids(records: &[Value]) -> Vec<String> {
+    records.iter().map(|record| record["doc_id"].as_str().unwrap().to_owned()).collect()
+}
+
+#[tokio::test]
+async fn duplicates_need_overlapping_windows_second_fines_and_passed_on_leads_are_alerts() {
+    // Arrange. One party in Chengguan from day -100 to -80 and in Hexi from -90 to -85
+    // (overlapping: a duplicate) and again in Hexi from -50 on (overlapping neither).
+    let api = TestApi::new();
+    let supervisor = api.login("supervisor").await;
+    let now = now_millis();
+    let day = |days: i64| now + days * DAY_MS;
+    let party = "110101199001011234";
+    let (chengguan, hexi_early, hexi_late) = (doc_id(80), doc_id(81), doc_id(82));
+    let ended = |file: i64, end: i64| [("file", day(file)), ("terminate", day(end))];
+    seed(&api, chengguan, &case_in_name(chengguan, CHENGGUAN, party, &ended(-100, -80), false));
+    seed(&api, hexi_early, &case_in_name(hexi_early, HEXI, party, &ended(-90, -85), false));
+    seed(&api, hexi_late, &case_in_name(hexi_late, HEXI, party, &[("file", day(-50))], false));
+    // Another party fined twice by Chengguan for the same matter at overlapping times, and a
+    // third fined once.
+    let (other, third) = ("91410100MA00000001", "91410100MA00000002");
+    let (fined, fined_again, fined_once) = (doc_id(83), doc_id(84), doc_id(85));
+    let decided = |file: i64, decide: i64| [("file", day(file)), ("decide", day(decide))];
+    seed(&api, fined, &case_in_name(fined, CHENGGUAN, other, &decided(-29, -10), true));
+    seed(&api, fined_again, &case_in_name(fined_again, CHENGGUAN, other, &decided(-20, -5), true));
+    seed(&api, fined_once, &case_in_name(fined_once, CHENGGUAN, third, &decided(-20, -5), true));
+    // A lead passed on twice, and one passed on once.
+    let (twice, once) = (doc_id(86), doc_id(87));
+    let passed = [("pass_on", day(-5)), ("pass_on", day(-3))];
+    seed(&api, twice, &case_in_name(twice, CHENGGUAN, "", &passed, false));
+    seed(&api, once, &case_in_name(once, CHENGGUAN, "", &passed[..1], false));
+
+    // Act
+    let alerts = report_json(&api, &supervisor, "/v1/reports/alerts", "").await;
+    let csv = report_csv(&api, &supervisor, "/v1/reports/alerts", "?format=csv").await;
+
+    // Assert
+    let duplicates = rows_of(&alerts, "duplicate_enforcement");
+    assert_eq!(duplicates.len(), 1, "{alerts}");
+    assert_eq!(
+        doc_ids(rows_of(&duplicates[0], "records")),
+        [chengguan.to_string(), hexi_early.to_string()]
+    );
+    let second = rows_of(&alerts, "second_fine");
+    assert_eq!(second.len(), 1, "{alerts}");
+    assert_eq!(second[0]["code"], "second_fine");
+    assert_eq!(second[0]["party_key"], "914101********0001");
+    assert_eq!(
+        doc_ids(rows_of(&second[0], "records")),
+        [fined.to_string(), fined_again.to_string()]
+    );
+    let passed_on: Vec<(Value, Value)> = rows_of(&alerts, "passed_on")
+        .iter()
+        .map(|row| (row["doc_id"].clone(), row["times"].clone()))
+        .collect();
+    assert_eq!(passed_on, [(json!(twice.to_string()), json!(2))]);
+    // The demo agreement runs from 30 days ago: an act 100 days ago was under no agreement in
+    // force; Hexi has none at all; Chengguan's officers' certificates do not cover Hexi.
+    let scope: Vec<(String, String)> = rows_of(&alerts, "scope")
+        .iter()
+        .map(|row| {
+            (row["code"].as_str().unwrap().to_owned(), row["doc_id"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    for expected in [
+        ("agreement_not_in_force", chengguan),
+        ("matter_not_entrusted", hexi_early),
+        ("certificate_out_of_territory", hexi_early),
+    ] {
+        assert!(
+            scope.contains(&(expected.0.to_owned(), expected.1.to_string())),
+            "{expected:?} {alerts}"
+        );
+    }
+    assert!(!scope.iter().any(|(_, doc)| *doc == fined.to_string()), "{alerts}");
+    let (_, records) = parse_csv(&csv);
+    let second_rows: Vec<&Vec<String>> =
+        records.iter().filter(|record| record[0] == "second_fine").collect();
+    assert_eq!(second_rows.len(), 2, "{csv}");
+    let passed_rows: Vec<&Vec<String>> =
+        records.iter().filter(|record| record[0] == "passed_on").collect();
+    assert_eq!(passed_rows.len(), 1, "{csv}");
+    assert_eq!(passed_rows[0][7], "2");
+}
+
+#[tokio::test]
+async fn the_assessment_gives_timeliness_shares_and_veto_counts() {
+    // Arrange, in Chengguan:
+    // - on time: a lead filed 3 days later, decided 57 days after filing, served the next day;
+    // - undecided 120 days after filing (decision overdue, an open deadline past due);
+    // - late everywhere: filed 40 days after the lead, decided 150 days after filing, served
+    //   20 days after the decision, and in no agency's name.
+    let api = TestApi::new();
+    let supervisor = api.login("supervisor").await;
+    let now = now_millis();
+    let day = |days: i64| now + days * DAY_MS;
+    let (on_time, undecided, late) = (doc_id(90), doc_id(91), doc_id(92));
+    let timely = [
+        ("request_file", day(-100)),
+        ("file", day(-97)),
+        ("decide", day(-40)),
+        ("serve", day(-39)),
+    ];
+    seed(&api, on_time, &case_in_name(on_time, CHENGGUAN, "", &timely, false));
+    seed(&api, undecided, &case_in_name(undecided, CHENGGUAN, "", &[("file", day(-120))], false));
+    let slow = [
+        ("request_file", day(-240)),
+        ("file", day(-200)),
+        ("decide", day(-50)),
+        ("serve", day(-30)),
+    ];
+    let mut slow_case = case_of(late, CHENGGUAN, ENTRUSTED, "", &slow);
+    slow_case.name_agency.clear();
+    seed(&api, late, &slow_case);
+
+    // Act
+    let assessment = report_json(&api, &supervisor, "/v1/reports/assessment", "").await;
+    let csv = report_csv(&api, &supervisor, "/v1/reports/assessment", "?format=csv").await;
+
+    // Assert
+    let township = &rows_of(&assessment, "townships")[0];
+    let figures: Vec<(&str, Value)> = [
+        "id",
+        "records",
+        "general_cases",
+        "decisions_due",
+        "decided_in_time",
+        "decided_in_time_share",
+        "services_due",
+        "served_in_time",
+        "served_in_time_share",
+        "filings_due",
+        "filed_in_time",
+        "filed_in_time_share",
+        "overdue",
+        "decision_overdue",
+        "veto_no_legal_subject",
+        "returned",
+        "returned_share",
+    ]
+    .into_iter()
+    .map(|key| (key, township[key].clone()))
+    .collect();
+    assert_eq!(
+        figures,
+        [
+            ("id", json!(CHENGGUAN)),
+            ("records", json!(3)),
+            ("general_cases", json!(3)),
+            ("decisions_due", json!(3)),
+            ("decided_in_time", json!(1)),
+            ("decided_in_time_share", json!(0.33)),
+            ("services_due", json!(2)),
+            ("served_in_time", json!(1)),
+            ("served_in_time_share", json!(0.5)),
+            ("filings_due", json!(3)),
+            ("filed_in_time", json!(2)),
+            ("filed_in_time_share", json!(0.67)),
+            ("overdue", json!(1)),
+            ("decision_overdue", json!(2)),
+            ("veto_no_legal_subject", json!(1)),
+            ("returned", json!(0)),
+            ("returned_share", json!(0.0)),
+        ],
+        "{assessment}"
+    );
+    let (header, records) = parse_csv(&csv);
+    assert_eq!(header[6..9], ["应在九十日内决定数", "九十日内决定数", "九十日内决定率"]);
+    let row = records.iter().find(|record| record[0] == "township").expect("the township row");
+    assert_eq!(row[6..9], ["3", "1", "0.33"]);
 }

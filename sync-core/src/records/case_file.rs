@@ -77,6 +77,17 @@ pub struct IssuedDocument {
     pub issued_at: i64,
 }
 
+/// Event kinds that end an agency's handling of a case: after one, another agency acting
+/// against the same party for the same matter is no longer concurrent enforcement.
+const HANDLING_ENDS: [&str; 6] =
+    ["execute", "close", "not_file", "terminate", "transfer", "archive"];
+
+/// Event kinds that pass a lead on to someone else: `transfer` (移送, the formal transfer of
+/// the case to the competent agency) and `pass_on` (转交, the lead handed to another unit or
+/// agency without a transfer decision). `pass_on` moves no state; its `to` field names who
+/// received it. Two or more on one lead is buck-passing (推诿, DOMAIN.md §4.5).
+pub const PASSING_ON: [&str; 2] = ["transfer", "pass_on"];
+
 /// One timeline event. Events are only ever appended.
 #[derive(Debug, Clone, PartialEq, Reconcile, Hydrate)]
 pub struct TimelineEvent {
@@ -127,6 +138,37 @@ impl CaseFile {
     pub fn fold(&self) -> ProcedureFold {
         let procedure = Procedure::parse(&self.procedure).unwrap_or(Procedure::General);
         ProcedureFold::run(procedure, &self.timeline)
+    }
+
+    /// From the case's first event to the first event that ends its handling
+    /// ([`HANDLING_ENDS`]); the end is `None` while the case is handled, the start 0 for an
+    /// empty timeline.
+    pub fn handling_window(&self) -> (i64, Option<i64>) {
+        let start = self.timeline.first().map_or(0, |event| event.device_time);
+        let end = self
+            .timeline
+            .iter()
+            .find(|event| {
+                HANDLING_ENDS.contains(&event.kind.as_str()) && crate::validate::counts(event)
+            })
+            .map(|event| event.device_time);
+        (start, end)
+    }
+
+    /// How many times the lead was passed on ([`PASSING_ON`]).
+    pub fn times_passed_on(&self) -> usize {
+        self.timeline.iter().filter(|event| PASSING_ON.contains(&event.kind.as_str())).count()
+    }
+
+    /// Whether a fine was imposed: a decision (the server's, or an on-site one) with a final
+    /// penalty that carries a fine. For the rule of one fine per act (一事不再罚, Art. 29) only;
+    /// the amount itself is never reported.
+    pub fn fine_imposed(&self) -> bool {
+        let decided = self.timeline.iter().any(|event| {
+            matches!(event.kind.as_str(), "decide" | "issue_on_site")
+                && crate::validate::counts(event)
+        });
+        decided && self.final_penalty.as_ref().is_some_and(|penalty| penalty.fine_yuan > 0)
     }
 
     /// Appends an event after the latest one; `id`, `actor` and `now_ms` come from the caller.

@@ -73,6 +73,7 @@ fn context() -> RuleContext {
         valid_to: 1_000 * DAY,
         withdrawn_at: None,
         sectors: vec!["work_safety".to_owned()],
+        territory: "t-1".to_owned(),
     };
     RuleContext {
         certificates: vec![certificate("o-1"), certificate("o-2")],
@@ -91,6 +92,7 @@ fn context() -> RuleContext {
             valid_to: 1_000 * DAY,
             active: true,
         }],
+        territories: vec!["t-1".to_owned(), "county".to_owned()],
         blobs_received: Some(HashSet::new()),
         number_blocks: vec![NumberBlock {
             id: "b-1".to_owned(),
@@ -168,12 +170,47 @@ fn matter_not_entrusted() {
     let mut record = inspection();
     record.matter = "AJ-002".to_owned();
     check(inspect(record), &context(), &["matter_not_entrusted"]);
-    let mut inactive = context();
-    inactive.entrustments[0].active = false;
-    check(inspect(inspection()), &inactive, &["matter_not_entrusted"]);
     let mut other_township = inspection();
     other_township.township = "t-2".to_owned();
-    check(inspect(other_township), &context(), &["matter_not_entrusted"]);
+    let mut covering = context();
+    covering.territories = vec!["t-2".to_owned(), "county".to_owned()];
+    covering.certificates.iter_mut().for_each(|cert| "county".clone_into(&mut cert.territory));
+    check(inspect(other_township), &covering, &["matter_not_entrusted"]);
+}
+
+#[test]
+fn agreement_not_in_force() {
+    // Revoked or suspended (not active), expired, and not yet in force at the act.
+    let mut inactive = context();
+    inactive.entrustments[0].active = false;
+    check(inspect(inspection()), &inactive, &["agreement_not_in_force"]);
+    let mut expired = context();
+    expired.entrustments[0].valid_to = 5 * DAY;
+    check(inspect(inspection()), &expired, &["agreement_not_in_force"]);
+    let mut not_yet = context();
+    not_yet.entrustments[0].valid_from = 11 * DAY;
+    check(inspect(inspection()), &not_yet, &["agreement_not_in_force"]);
+}
+
+#[test]
+fn action_not_entrusted() {
+    let mut summary_only = context();
+    summary_only.entrustments[0].actions = vec![Action::Inspect, Action::SummaryPenalty];
+    let mut case_file = case(Procedure::General);
+    event(&mut case_file, "file", 1, &[]);
+    check(case_record(case_file.clone()), &summary_only, &["action_not_entrusted"]);
+    check(case_record(case_file), &context(), &[]);
+}
+
+#[test]
+fn certificate_out_of_territory() {
+    let mut elsewhere = context();
+    "t-9".clone_into(&mut elsewhere.certificates[1].territory);
+    check(inspect(inspection()), &elsewhere, &["certificate_out_of_territory"]);
+    // A county-wide certificate covers every township of the county.
+    let mut county = context();
+    "county".clone_into(&mut county.certificates[1].territory);
+    check(inspect(inspection()), &county, &[]);
 }
 
 #[test]
