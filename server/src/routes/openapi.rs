@@ -3,8 +3,10 @@
 //!
 //! Nothing here is written by hand but the list of handlers and the security schemes: a route
 //! added to a router without its handler in `paths(...)` fails `tests::openapi`, which parses
-//! the routers' sources. Bodies whose types live in `registry`, `store` or `sync-core` appear as
-//! `object`, with the type named in the description, until those types derive `ToSchema`.
+//! the routers' sources. The registry rows, the review queue and the reports are schemas of
+//! their types; the bodies built in `sync-core` (the document view, number blocks, master data)
+//! and the review view appear as `object`, with the type named in the description, because
+//! `sync-core` does not depend on utoipa.
 
 use axum::routing::get;
 use axum::{Json, Router};
@@ -14,7 +16,8 @@ use utoipa::openapi::{OpenApi as Document, RefOr};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 use crate::routes::{
-    actors, admin, blobs, documents, enroll, health, numbers, public, review, sync, token,
+    actors, admin, blobs, documents, enroll, health, numbers, public, quarterly, reports, review,
+    sync, token,
 };
 use crate::state::AppState;
 
@@ -64,6 +67,13 @@ pub(crate) fn router() -> Router<AppState> {
         review::approve_record,
         review::return_record,
         review::grant_request,
+        reports::get_overdue,
+        reports::get_alerts,
+        reports::get_assessment,
+        quarterly::generate,
+        quarterly::get_report,
+        quarterly::submit,
+        quarterly::acknowledge,
         numbers::lease_block,
         numbers::reconcile_block,
         admin::list_agencies,

@@ -30,7 +30,7 @@ use utoipa::ToSchema;
 use crate::auth::Supervisor;
 use crate::auth::keys::random_bytes;
 use crate::auth::now_millis;
-use crate::error::{ApiError, ApiJson};
+use crate::error::{ApiError, ApiJson, ErrorBody};
 use crate::routes::reports::{Csv, FormatQuery, date_of, mask, parse_query, wants_csv};
 use crate::routes::run_blocking;
 use crate::state::AppState;
@@ -86,10 +86,10 @@ fn quarter_bounds(quarter: &str) -> Result<(i64, i64), ApiError> {
     responses(
         (status = 201, description = "The snapshot, generated and stored", body = QuarterlyReport),
         (status = 400, description = "`malformed_json`: a body that does not fit, or a quarter \
-            that is not YYYY-Q1..Q4"),
-        (status = 401, description = "Missing or invalid token or DPoP proof"),
-        (status = 403, description = "`forbidden`: not a supervisor or admin"),
-        (status = 422, description = "`unknown_reference`: an unknown department or township"),
+            that is not YYYY-Q1..Q4", body = ErrorBody),
+        (status = 401, description = "Missing or invalid token or DPoP proof", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not a supervisor or admin", body = ErrorBody),
+        (status = 422, description = "`unknown_reference`: an unknown department or township", body = ErrorBody),
     ),
 )]
 pub(crate) async fn generate(
@@ -265,10 +265,10 @@ const CASE_LIST_HEADER: [&str; 18] = [
             content_type = "application/json"),
         (status = 200, description = "Its case list as CSV (UTF-8 with a BOM)", body = String,
             content_type = "text/csv"),
-        (status = 400, description = "`invalid_query`: a format other than json or csv"),
-        (status = 401, description = "Missing or invalid token or DPoP proof"),
-        (status = 403, description = "`forbidden`: not a supervisor or admin"),
-        (status = 404, description = "`not_found`: no such report"),
+        (status = 400, description = "`invalid_query`: a format other than json or csv", body = ErrorBody),
+        (status = 401, description = "Missing or invalid token or DPoP proof", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not a supervisor or admin", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such report", body = ErrorBody),
     ),
 )]
 pub(crate) async fn get_report(
@@ -327,10 +327,10 @@ pub(crate) async fn get_report(
     params(("id" = String, Path, description = "The report id")),
     responses(
         (status = 200, description = "The report, submitted", body = QuarterlyReport),
-        (status = 401, description = "Missing or invalid token or DPoP proof"),
-        (status = 403, description = "`forbidden`: not a supervisor or admin"),
-        (status = 404, description = "`not_found`: no such report"),
-        (status = 409, description = "`already_submitted`"),
+        (status = 401, description = "Missing or invalid token or DPoP proof", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not a supervisor or admin", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such report", body = ErrorBody),
+        (status = 409, description = "`already_submitted`", body = ErrorBody),
     ),
 )]
 pub(crate) async fn submit(
@@ -349,10 +349,10 @@ pub(crate) async fn submit(
     params(("id" = String, Path, description = "The report id")),
     responses(
         (status = 200, description = "The report, acknowledged", body = QuarterlyReport),
-        (status = 401, description = "Missing or invalid token or DPoP proof"),
-        (status = 403, description = "`forbidden`: not a supervisor or admin"),
-        (status = 404, description = "`not_found`: no such report"),
-        (status = 409, description = "`not_submitted` or `already_acknowledged`"),
+        (status = 401, description = "Missing or invalid token or DPoP proof", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not a supervisor or admin", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such report", body = ErrorBody),
+        (status = 409, description = "`not_submitted` or `already_acknowledged`", body = ErrorBody),
     ),
 )]
 pub(crate) async fn acknowledge(
