@@ -43,7 +43,8 @@ fn text(value: &Value) -> String {
     value.as_str().unwrap_or_else(|| panic!("not a string: {value}")).to_owned()
 }
 
-/// A general case opened on `device` with the CLI, in the department's name.
+/// A general case opened on `device` with the CLI; the device names the entrusting department
+/// (the name agency) from its master data.
 fn general_case(device: &Device, party_name: &str, party_id: &str, colleague: &str) -> String {
     let case = text(
         &device.json(&[
@@ -59,7 +60,6 @@ fn general_case(device: &Device, party_name: &str, party_id: &str, colleague: &s
             colleague,
         ])["id"],
     );
-    device.json(&["edit", &case, "--set", &format!("name_agency={DEPARTMENT}")]);
     case
 }
 
@@ -224,7 +224,6 @@ fn a_seeded_quarter_gives_exactly_the_seeded_report_assessment_board_and_alerts(
             DUPLICATED,
         ])["id"],
     );
-    zhao.json(&["edit", &hexi_case, "--set", &format!("name_agency={DEPARTMENT}")]);
     event(&zhao, &hexi_case, "request_file");
     zhao.json(&["sync"]);
 

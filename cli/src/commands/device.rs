@@ -349,6 +349,11 @@ pub fn case_new(settings: &Settings, args: CaseNewArgs) -> Result<Output> {
     let matter = args.party.matter.clone();
     let mut case_file = CaseFile::new(doc_id.to_string(), procedure, matter, party(&args.party));
     case_file.township.clone_from(&master_data.township);
+    // A township decides in the entrusting department's name (APL Art. 20): the agreement that
+    // allows the action names it, and the quarterly report groups cases by it.
+    if let Ok(item) = master_data.check(&case_file.matter, action, now) {
+        case_file.name_agency.clone_from(&item.entrusting_agency);
+    }
     case_file.officers = officers_present(&enrollment, &master_data, args.officers);
     case_file.inspections = args.from_inspection.iter().map(ToString::to_string).collect();
     let doc = create_document(store.actor(), &case_file, now).context("creating the document")?;

@@ -255,6 +255,7 @@ fn events_derive_the_case_state_and_a_device_can_only_request_filing() {
     let refused = device.run(&format!("event {inspection} file")).unwrap_err();
     let shown = device.run(&format!("show {case}")).unwrap();
 
+    assert_eq!(shown["record"]["name_agency"], "d-1", "the entrusting department of M1");
     assert_eq!(requested["state"], "lead");
     assert_eq!(filed["state"], "lead");
     assert_eq!(crate::commands::error_code(&refused), "not_a_case");
