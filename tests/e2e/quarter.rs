@@ -46,7 +46,7 @@ fn text(value: &Value) -> String {
 /// A general case opened on `device` with the CLI; the device names the entrusting department
 /// (the name agency) from its master data.
 fn general_case(device: &Device, party_name: &str, party_id: &str, colleague: &str) -> String {
-    let case = text(
+    text(
         &device.json(&[
             "case",
             "new",
@@ -59,8 +59,7 @@ fn general_case(device: &Device, party_name: &str, party_id: &str, colleague: &s
             "--officer",
             colleague,
         ])["id"],
-    );
-    case
+    )
 }
 
 /// Records `kind` on the case with the CLI; answers the event id.
