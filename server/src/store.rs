@@ -607,11 +607,14 @@ impl WorkingDocument {
             self.encoded =
                 self.new_changes.iter_mut().map(|change| change.bytes().into_owned()).collect();
         }
-        let mut feed_seq = 0;
-        for (change, bytes) in self.new_changes.iter().zip(&self.encoded) {
-            feed_seq =
-                changes::insert(connection, self.doc_id, change, bytes, received_at, attribution)?;
-        }
+        let feed_seq = changes::insert_all(
+            connection,
+            self.doc_id,
+            &self.new_changes,
+            &self.encoded,
+            received_at,
+            attribution,
+        )?;
         let added_bytes: usize = self.encoded.iter().map(Vec::len).sum();
         let snapshot_due = match previous_snapshot_seq {
             // A new document gets its first snapshot at once.
