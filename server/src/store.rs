@@ -530,7 +530,18 @@ pub(crate) fn merge_uploads_in(
         if item.new_changes.is_empty() {
             continue;
         }
-        let projection = Projection::of(&item.doc);
+        // A document this upload creates, all of whose changes one actor wrote, has no
+        // concurrent values: the first upload of a record from its device.
+        let single_actor = item.created
+            && item
+                .new_changes
+                .iter()
+                .all(|change| change.actor_id() == item.new_changes[0].actor_id());
+        let projection = if single_actor {
+            Projection::of_single_actor(&item.doc)
+        } else {
+            Projection::of(&item.doc)
+        };
         if item.created {
             policy.check_created(item.doc_id, projection.hydrated())?;
         }
