@@ -56,7 +56,7 @@ use crate::state::AppState;
 use crate::store::changes::Feed;
 use crate::store::idempotency::{self, FeedBounds, StoredAnswer};
 use crate::store::{
-    Attribution, DocumentUpload, Refusal, Store, StoreError, StoredScope, UploadPolicy,
+    Attribution, DocumentUpload, Premerged, Refusal, Store, StoreError, StoredScope, UploadPolicy,
     WriteContext, changes, device_documents, devices, documents, merge_uploads_in, quarantine,
     registry, review, review_flags,
 };
@@ -409,7 +409,7 @@ fn prepare(
             &mut inflated_budget,
         )?;
         uploaded.extend(changes.iter().map(automerge::Change::hash));
-        uploads.push(DocumentUpload { doc_id: doc_upload.doc_id, changes });
+        uploads.push(DocumentUpload { doc_id: doc_upload.doc_id, changes, premerged: None });
         base_heads.insert(doc_upload.doc_id, hashes_from_wire(&doc_upload.base_heads));
     }
     let upload_only = match caller.upload_only {
@@ -427,6 +427,15 @@ fn prepare(
         }
         Some(SyncPolicy::load(store, &caller, received_at)?)
     };
+    // A document the device says is new is merged here, in parallel with other requests; the
+    // writer uses the result only if the store has no such document.
+    if policy.is_some() && upload_only.is_none() {
+        for upload in &mut uploads {
+            if base_heads.get(&upload.doc_id).is_some_and(Vec::is_empty) {
+                upload.premerged = Premerged::of(upload.doc_id, &upload.changes);
+            }
+        }
+    }
     let (all, township) = {
         let visibility = caller.visibility();
         let (all, township) = visibility.sql();

@@ -23,7 +23,8 @@ const NOW: i64 = 1_700_000_000_000;
 /// The device's changes after `since`, as the server parses them from the wire.
 fn parsed(doc_id: DocumentId, doc: &mut AutoCommit, since: &[ChangeHash]) -> DocumentUpload {
     let wire = chunks(&mut doc.get_changes(since));
-    DocumentUpload { doc_id, changes: parse_changes(doc_id, &wire).expect("device changes parse") }
+    let changes = parse_changes(doc_id, &wire).expect("device changes parse");
+    DocumentUpload { doc_id, changes, premerged: None }
 }
 
 /// Uploads everything after `since` and returns the device's heads.
@@ -164,7 +165,7 @@ fn an_upload_of_no_changes_for_an_unknown_document_creates_nothing() {
 
     let merged = store
         .merge_uploads(
-            vec![DocumentUpload { doc_id: doc_id(8), changes: Vec::new() }],
+            vec![DocumentUpload { doc_id: doc_id(8), changes: Vec::new(), premerged: None }],
             NOW,
             Unchecked::default(),
         )
