@@ -33,6 +33,7 @@ mod writer;
 
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
@@ -258,19 +259,51 @@ pub(crate) struct Premerged {
     doc: Automerge,
     new_changes: Vec<Change>,
     projection: Projection,
+    // Counts the document against [`MAX_PREMERGED`] until the writer takes it.
+    _slot: PremergedSlot,
+}
+
+/// Documents merged ahead of the writer and not taken by it yet, at most: each holds a
+/// document in memory while its request waits for the writer (50 devices uploading at once
+/// held about 5,000, some 100 MB, in scenario C). Past it, the writer merges as before.
+const MAX_PREMERGED: usize = 1024;
+
+/// How many [`Premerged`] documents exist.
+static PREMERGED: AtomicUsize = AtomicUsize::new(0);
+
+/// One of the [`MAX_PREMERGED`] places, given back when dropped.
+struct PremergedSlot;
+
+impl PremergedSlot {
+    fn take() -> Option<Self> {
+        PREMERGED
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |taken| {
+                (taken < MAX_PREMERGED).then_some(taken + 1)
+            })
+            .ok()
+            .map(|_| Self)
+    }
+}
+
+impl Drop for PremergedSlot {
+    fn drop(&mut self) {
+        PREMERGED.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Premerged {
     /// Merges `changes` into an empty document; `None` when the merge fails, so that the
-    /// writer merges them again and answers with its own error.
+    /// writer merges them again and answers with its own error, or when
+    /// [`MAX_PREMERGED`] documents wait already.
     pub(crate) fn of(doc_id: DocumentId, changes: &[Change]) -> Option<Self> {
+        let slot = PremergedSlot::take()?;
         let mut doc = documents::empty_document();
         let new_changes = merge_changes(&mut doc, doc_id, changes.to_vec()).ok()?;
         if new_changes.is_empty() {
             return None;
         }
         let projection = project_created(&doc, &new_changes);
-        Some(Self { doc, new_changes, projection })
+        Some(Self { doc, new_changes, projection, _slot: slot })
     }
 }
 
