@@ -33,6 +33,7 @@ mod writer;
 
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
@@ -241,6 +242,78 @@ pub(crate) struct DocumentUpload {
     pub(crate) doc_id: DocumentId,
     /// The changes, each parsed strictly on its own.
     pub(crate) changes: Vec<Change>,
+    /// The changes merged into an empty document ahead of the writer, for an upload that
+    /// claims to create the document; used only if the store has no such document.
+    pub(crate) premerged: Option<Premerged>,
+}
+
+/// A new document's changes merged into an empty document and projected, on the thread that
+/// parsed them rather than on the writer.
+///
+/// Merging into an empty document depends on nothing stored, so when the writer finds no
+/// such document it takes this result instead of merging again: the same changes, the same
+/// checks (actors, scope, quota) and the same writes follow. The merge and the projection
+/// were most of the writer's time in a first sync (BENCHMARKS.md), and the request threads
+/// run in parallel while the writer is one.
+pub(crate) struct Premerged {
+    doc: Automerge,
+    new_changes: Vec<Change>,
+    projection: Projection,
+    // Counts the document against [`MAX_PREMERGED`] until the writer takes it.
+    _slot: PremergedSlot,
+}
+
+/// Documents merged ahead of the writer and not taken by it yet, at most: each holds a
+/// document in memory while its request waits for the writer (50 devices uploading at once
+/// held about 5,000, some 100 MB, in scenario C). Past it, the writer merges as before.
+const MAX_PREMERGED: usize = 1024;
+
+/// How many [`Premerged`] documents exist.
+static PREMERGED: AtomicUsize = AtomicUsize::new(0);
+
+/// One of the [`MAX_PREMERGED`] places, given back when dropped.
+struct PremergedSlot;
+
+impl PremergedSlot {
+    fn take() -> Option<Self> {
+        PREMERGED
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |taken| {
+                (taken < MAX_PREMERGED).then_some(taken + 1)
+            })
+            .ok()
+            .map(|_| Self)
+    }
+}
+
+impl Drop for PremergedSlot {
+    fn drop(&mut self) {
+        PREMERGED.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Premerged {
+    /// Merges `changes` into an empty document; `None` when the merge fails, so that the
+    /// writer merges them again and answers with its own error, or when
+    /// [`MAX_PREMERGED`] documents wait already.
+    pub(crate) fn of(doc_id: DocumentId, changes: &[Change]) -> Option<Self> {
+        let slot = PremergedSlot::take()?;
+        let mut doc = documents::empty_document();
+        let new_changes = merge_changes(&mut doc, doc_id, changes.to_vec()).ok()?;
+        if new_changes.is_empty() {
+            return None;
+        }
+        let projection = project_created(&doc, &new_changes);
+        Some(Self { doc, new_changes, projection, _slot: slot })
+    }
+}
+
+/// The projection of a document an upload creates: one all of whose changes one actor wrote
+/// (a record's first upload from its device) has no concurrent values, so the walk for
+/// conflicts is skipped.
+fn project_created(doc: &Automerge, new_changes: &[Change]) -> Projection {
+    let single_actor =
+        new_changes.iter().all(|change| change.actor_id() == new_changes[0].actor_id());
+    if single_actor { Projection::of_single_actor(doc) } else { Projection::of(doc) }
 }
 
 /// What a merge did to one document.
@@ -387,7 +460,7 @@ impl Store {
     ) -> Result<usize, StoreError> {
         let uploads: Vec<DocumentUpload> = uploads
             .into_iter()
-            .map(|(doc_id, changes)| DocumentUpload { doc_id, changes })
+            .map(|(doc_id, changes)| DocumentUpload { doc_id, changes, premerged: None })
             .collect();
         let merged = self.write_job(move |context| {
             merge_uploads_in(context, uploads, received_at, &Unchecked::default())
@@ -508,6 +581,15 @@ pub(crate) fn merge_uploads_in(
         // copy loaded from the store (which would lack the first upload's changes).
         let position = match working.iter().position(|item| item.doc_id == upload.doc_id) {
             Some(position) => position,
+            // No row: no earlier job of the group and no cache holds the document either.
+            None if stored.is_none() && upload.premerged.is_some() => {
+                let premerged = upload.premerged.expect("checked in the guard");
+                let mut item = WorkingDocument::new(upload.doc_id, premerged.doc, true);
+                item.new_changes = premerged.new_changes;
+                item.projection = Some(premerged.projection);
+                working.push(item);
+                continue;
+            }
             None => {
                 let doc =
                     context.take_document(upload.doc_id)?.unwrap_or_else(documents::empty_document);
@@ -530,7 +612,11 @@ pub(crate) fn merge_uploads_in(
         if item.new_changes.is_empty() {
             continue;
         }
-        let projection = Projection::of(&item.doc);
+        let projection = match item.projection.take() {
+            Some(premerged) => premerged,
+            None if item.created => project_created(&item.doc, &item.new_changes),
+            None => Projection::of(&item.doc),
+        };
         if item.created {
             policy.check_created(item.doc_id, projection.hydrated())?;
         }
@@ -607,11 +693,14 @@ impl WorkingDocument {
             self.encoded =
                 self.new_changes.iter_mut().map(|change| change.bytes().into_owned()).collect();
         }
-        let mut feed_seq = 0;
-        for (change, bytes) in self.new_changes.iter().zip(&self.encoded) {
-            feed_seq =
-                changes::insert(connection, self.doc_id, change, bytes, received_at, attribution)?;
-        }
+        let feed_seq = changes::insert_all(
+            connection,
+            self.doc_id,
+            &self.new_changes,
+            &self.encoded,
+            received_at,
+            attribution,
+        )?;
         let added_bytes: usize = self.encoded.iter().map(Vec::len).sum();
         let snapshot_due = match previous_snapshot_seq {
             // A new document gets its first snapshot at once.

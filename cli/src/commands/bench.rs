@@ -9,6 +9,7 @@
 //! - `B`, resync: each device edits a fraction F of its documents offline (5 edits each) and
 //!   syncs; `B0`, resync with nothing changed.
 //! - `C`, scale: A at D=50, C=200 on a fresh server, then `C-B` and `C-B0` at that scale.
+//! - `R`, after `C-B0`: each supervision report once over the 10,000 records ([`reports`]).
 //!
 //! Each scenario reports the wall time from the first request to every document
 //! acknowledged, requests, body bytes up and down, changes stored and per second, the server's
@@ -18,6 +19,7 @@
 
 mod fleet;
 mod floor;
+mod reports;
 mod scenario;
 mod server_process;
 mod workload;
@@ -35,6 +37,7 @@ use serde::Serialize;
 use crate::client::Client;
 use crate::commands::bench::fleet::{Admin, Device, Registration};
 use crate::commands::bench::floor::Floor;
+use crate::commands::bench::reports::{ReportTiming, time_reports};
 use crate::commands::bench::scenario::{SyncRun, Verification, sync_all, verify};
 use crate::commands::bench::server_process::{ServerUsage, SpawnedServer, UsageSource};
 use crate::commands::bench::workload::{Setting, build_document, choose_documents, edit_again};
@@ -107,10 +110,10 @@ pub enum ScenarioChoice {
     /// First sync, then the resync with edits (B) and without (B0).
     #[value(name = "B")]
     B,
-    /// First sync and resyncs at 50 devices × 200 documents.
+    /// First sync and resyncs at 50 devices × 200 documents, then the reports over them (R).
     #[value(name = "C")]
     C,
-    /// A, B, B0, then C, C-B, C-B0.
+    /// A, B, B0, then C, C-B, C-B0, R.
     #[value(name = "all")]
     All,
 }
@@ -125,6 +128,8 @@ struct Suite {
     devices: usize,
     docs: usize,
     resync: bool,
+    /// Name of the scenario that times the supervision reports after the resyncs, if any.
+    reports: Option<&'static str>,
 }
 
 /// The `--json` document (BENCHMARKS.md: fields may be added, never renamed).
@@ -179,6 +184,9 @@ struct ScenarioReport {
     documents_failed: usize,
     /// The first few verification failures.
     failures: Vec<String>,
+    /// Scenario `R`: each report endpoint's time and answer size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reports: Option<Vec<ReportTiming>>,
 }
 
 /// Runs the selected scenarios and reports them; the output is marked failed (exit status 1)
@@ -211,13 +219,15 @@ pub fn bench(settings: &Settings, server: Option<&str>, args: &BenchArgs) -> Res
     if devices == 0 || docs == 0 {
         bail!(CommandError::new("invalid_argument", "--devices and --docs must be at least 1"));
     }
-    let first = Suite { names: ["A", "B", "B0"], fleet: "a", devices, docs, resync: true };
+    let first =
+        Suite { names: ["A", "B", "B0"], fleet: "a", devices, docs, resync: true, reports: None };
     let scale = Suite {
         names: ["C", "C-B", "C-B0"],
         fleet: "c",
         devices: SCALE_DEVICES,
         docs: SCALE_DOCS,
         resync: true,
+        reports: Some("R"),
     };
     let suites = match args.scenario {
         ScenarioChoice::A => vec![Suite { resync: false, ..first }],
@@ -356,7 +366,57 @@ fn run_suite(
     progress.set_message(format!("{}: resync with nothing changed", suite.names[2]));
     let report = measure(suite.names[2], suite, &mut devices, admin, &usage, floor.as_ref())?;
     scenarios.push(report);
+
+    if let Some(name) = suite.reports {
+        progress.set_message(format!("{name}: supervision reports"));
+        scenarios.push(measure_reports(name, suite, admin, &usage)?);
+    }
     Ok(())
+}
+
+/// Scenario `R`: each supervision report once, timed; verified when every answer is 200.
+fn measure_reports(
+    name: &str,
+    suite: &Suite,
+    admin: &mut Admin,
+    usage: &UsageSource,
+) -> Result<ScenarioReport> {
+    usage.reset_peak();
+    let before = usage.read();
+    let run = time_reports(admin).with_context(|| format!("scenario {name}"))?;
+    let after = usage.read();
+    let wall_s = run.took.as_secs_f64();
+    let failures: Vec<String> = run
+        .reports
+        .iter()
+        .filter(|report| report.status != 200)
+        .map(|report| format!("{} answered {}", report.path, report.status))
+        .collect();
+    Ok(ScenarioReport {
+        name: name.to_owned(),
+        wall_s,
+        requests: run.reports.len() as u64,
+        bytes_up: 0,
+        bytes_down: run.reports.iter().map(|report| report.bytes).sum(),
+        changes: 0,
+        server_cpu_s: after.cpu_s.zip(before.cpu_s).map(|(after, before)| after - before),
+        server_peak_rss_bytes: after.peak_rss_bytes,
+        floor_s: None,
+        verified: run.passed(),
+        devices: suite.devices,
+        docs_per_device: suite.docs,
+        documents: suite.devices * suite.docs,
+        changes_per_s: 0.0,
+        drained_s: wall_s,
+        verify_s: 0.0,
+        changes_down: 0,
+        feed_changes_down: 0,
+        server_rss_bytes: after.rss_bytes,
+        floor_ratio: None,
+        documents_failed: failures.len(),
+        failures,
+        reports: Some(run.reports),
+    })
 }
 
 /// Every device builds its case files offline, devices in parallel; untimed.
@@ -477,6 +537,7 @@ fn scenario_report(
         floor_ratio: floor_s.filter(|floor_s| *floor_s > 0.0).map(|floor_s| wall_s / floor_s),
         documents_failed: verification.failures.len(),
         failures: verification.failures.iter().take(5).cloned().collect(),
+        reports: None,
     }
 }
 
@@ -533,6 +594,15 @@ fn render(report: &Report) -> String {
                 format!("NO ({})", scenario.documents_failed)
             },
         );
+    }
+    for scenario in &report.scenarios {
+        for timing in scenario.reports.iter().flatten() {
+            let _ = writeln!(
+                text,
+                "{:<6} {:<28} {:>9.3} s {:>10} B  status {}",
+                scenario.name, timing.path, timing.wall_s, timing.bytes, timing.status
+            );
+        }
     }
     for scenario in report.scenarios.iter().filter(|scenario| !scenario.verified) {
         for failure in &scenario.failures {

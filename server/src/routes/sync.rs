@@ -45,6 +45,7 @@ use sync_core::records::Procedure;
 use sync_core::records::Record;
 use sync_core::replica::hashes_from_wire;
 use sync_core::scope::{Action, ScopeItem};
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::auth::{Caller, SyncCaller, now_millis};
 use crate::error::ApiError;
@@ -53,9 +54,9 @@ use crate::routes::run_blocking;
 use crate::routes::sync::causal::{UploadOnly, Verdict};
 use crate::state::AppState;
 use crate::store::changes::Feed;
-use crate::store::idempotency::{self, StoredAnswer};
+use crate::store::idempotency::{self, FeedBounds, StoredAnswer};
 use crate::store::{
-    Attribution, DocumentUpload, Refusal, Store, StoreError, StoredScope, UploadPolicy,
+    Attribution, DocumentUpload, Premerged, Refusal, Store, StoreError, StoredScope, UploadPolicy,
     WriteContext, changes, device_documents, devices, documents, merge_uploads_in, quarantine,
     registry, review, review_flags,
 };
@@ -69,6 +70,20 @@ pub(crate) const MAX_CHANGES_PER_SYNC: usize = 2_000;
 
 /// 8 MiB: change bytes sent back in one answer before paging with `more`.
 pub(crate) const MAX_RESPONSE_CHANGE_BYTES: usize = 8 * 1024 * 1024;
+
+/// Feed pages read and encoded at once, over all requests. A page holds up to 8 MiB of
+/// changes, twice that while it is encoded: 50 devices reading theirs at once held 1.15 GB
+/// (BENCHMARKS.md, scenario C). Two, one per core of the target machine, keep both busy and
+/// the memory bounded; a waiting request holds no page yet.
+static FEED_READS: Semaphore = Semaphore::const_new(2);
+
+/// Waits for a turn to read a feed page ([`FEED_READS`]).
+async fn feed_turn() -> Result<SemaphorePermit<'static>, ApiError> {
+    FEED_READS
+        .acquire()
+        .await
+        .map_err(|closed| ApiError::Internal(anyhow::anyhow!("feed reads closed: {closed}")))
+}
 
 /// The header naming an upload, so that a retried identical body gets the stored answer.
 pub(crate) const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -123,11 +138,75 @@ async fn upload_changes(
     let store = state.store().clone();
     let prepared = run_blocking(move || prepare(&store, caller, &body, key, received_at)).await?;
     let answer = match prepared {
-        Prepared::Replay(answer) => answer,
+        Prepared::Replay { device, answer } => finish(&state, device, answer).await?,
         Prepared::Round(round) if round.pull_only() => pull(&state, *round).await?,
-        Prepared::Round(round) => state.store().submit(move |context| round.run(context)).await?,
+        Prepared::Round(round) => {
+            let device = round.device.clone();
+            let answer = state.store().submit(move |context| round.run(context)).await?;
+            finish(&state, device, answer).await?
+        }
     };
     Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], answer).into_response())
+}
+
+/// A round's answer as the writer commits it: whole, or without its feed page, which
+/// [`finish`] reads after `COMMIT` from the bounds committed with the answer.
+struct RoundAnswer {
+    /// The encoded answer; its cursor, `more` and updates are left empty when `feed` is set.
+    response: Vec<u8>,
+    /// The bounds of the answer's feed page.
+    feed: Option<FeedBounds>,
+}
+
+impl From<StoredAnswer> for RoundAnswer {
+    fn from(stored: StoredAnswer) -> Self {
+        Self { response: stored.response, feed: stored.feed }
+    }
+}
+
+/// Completes an answer the writer committed without its feed page: reads the page from its
+/// bounds on a pooled reader, off the writer thread, and records the documents it delivers as
+/// held by the device before the answer goes out (a writer job, awaited), as [`pull`] does.
+///
+/// The page depends only on the bounds and on rows committed with or before the answer, so
+/// the first answer and every replay of its key are the same bytes (docs/sync.md).
+async fn finish(
+    state: &AppState,
+    device: String,
+    answer: RoundAnswer,
+) -> Result<Vec<u8>, ApiError> {
+    let Some(bounds) = answer.feed else { return Ok(answer.response) };
+    let (all, bounds_township) = (bounds.all, bounds.township.clone());
+    let _turn = feed_turn().await?;
+    let store = state.store().clone();
+    let feed =
+        run_blocking(move || Ok(store.read(|tx| bounds.read(tx, MAX_RESPONSE_CHANGE_BYTES))?))
+            .await?;
+    let delivered = delivered_documents(&feed);
+    if !delivered.is_empty() {
+        state
+            .store()
+            .submit(move |context| {
+                let township = bounds_township.as_deref();
+                device_documents::record(context.connection(), &device, delivered, all, township)
+            })
+            .await?;
+    }
+    let mut response = SyncResponse::decode(&answer.response).map_err(|err| {
+        ApiError::Internal(anyhow::anyhow!("a stored sync answer does not decode: {err}"))
+    })?;
+    response.cursor = feed.cursor;
+    response.more = feed.more;
+    response.updates = feed.updates;
+    Ok(response.encode())
+}
+
+/// The documents a feed page delivers, each once.
+fn delivered_documents(feed: &Feed) -> Vec<DocumentId> {
+    let mut delivered: Vec<DocumentId> = feed.updates.iter().map(|update| update.doc_id).collect();
+    delivered.sort_unstable();
+    delivered.dedup();
+    delivered
 }
 
 /// Answers a pull-only round: the feed and the evictions are read on a pooled reader, off the
@@ -140,18 +219,26 @@ async fn upload_changes(
 /// acknowledged (the round uploads no change) and no answer is stored (it has no key), so the
 /// single writer transaction of an upload (DESIGN.md §6, docs/sync.md) is not needed.
 async fn pull(state: &AppState, round: SyncRound) -> Result<Vec<u8>, ApiError> {
+    let _turn = feed_turn().await?;
     let store = state.store().clone();
     let pulled = run_blocking(move || Ok(store.read(|tx| round.read_pull(tx))?)).await?;
-    if !pulled.delivered.is_empty() || !pulled.evict.is_empty() {
-        let device = pulled.device.clone();
+    let mut evict = Vec::new();
+    if !pulled.delivered.is_empty() || pulled.evict_due {
+        let PulledRound { device, all, township, evict_due, .. } = &pulled;
+        let (device, all, township, evict_due) =
+            (device.clone(), *all, township.clone(), *evict_due);
         let delivered = pulled.delivered.clone();
-        let evict = pulled.evict.clone();
-        state
+        evict = state
             .store()
             .submit(move |context| {
                 let connection = context.connection();
-                device_documents::record(connection, &device, delivered)?;
-                device_documents::forget(connection, &device, &evict)
+                let township = township.as_deref();
+                device_documents::record(connection, &device, delivered, all, township)?;
+                if evict_due {
+                    device_documents::evict(connection, &device, all, township)
+                } else {
+                    Ok(Vec::new())
+                }
             })
             .await?;
     }
@@ -164,7 +251,7 @@ async fn pull(state: &AppState, round: SyncRound) -> Result<Vec<u8>, ApiError> {
             .map(|(doc_id, heads)| resync_result(doc_id, &heads))
             .collect(),
         updates: pulled.feed.updates,
-        evict: pulled.evict,
+        evict,
     }
     .encode())
 }
@@ -172,12 +259,15 @@ async fn pull(state: &AppState, round: SyncRound) -> Result<Vec<u8>, ApiError> {
 /// A pull-only round read on a pooled reader, with what the writer must still record.
 struct PulledRound {
     device: String,
+    all: bool,
+    township: Option<String>,
     resync: Vec<(DocumentId, Vec<ChangeHash>)>,
     feed: Feed,
     // The documents of the feed, to record as held by the device.
     delivered: Vec<DocumentId>,
-    // The documents to evict, to forget for the device.
-    evict: Vec<DocumentId>,
+    // The device's visibility changed since it was last checked: the writer lists and
+    // forgets what it may no longer see (`device_documents::evict`).
+    evict_due: bool,
 }
 
 /// The result telling a device that the server does not know the heads it claims.
@@ -205,7 +295,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 
 /// A request ready for the writer, or the answer stored for its key.
 enum Prepared {
-    Replay(Vec<u8>),
+    Replay { device: String, answer: RoundAnswer },
     Round(Box<SyncRound>),
 }
 
@@ -221,11 +311,9 @@ impl KeyedRequest {
         &self,
         connection: &rusqlite::Connection,
         device: &str,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
+    ) -> Result<Option<RoundAnswer>, StoreError> {
         match idempotency::find(connection, device, &self.key)? {
-            Some(stored) if stored.request_sha256 == self.request_sha256 => {
-                Ok(Some(stored.response))
-            }
+            Some(stored) if stored.request_sha256 == self.request_sha256 => Ok(Some(stored.into())),
             Some(_) => Err(Refusal::IdempotencyConflict(self.key.clone()).into()),
             None => Ok(None),
         }
@@ -308,7 +396,7 @@ fn prepare(
     if let Some(keyed) = &keyed
         && let Some(answer) = store.read(|tx| keyed.stored_answer(tx, &caller.device))?
     {
-        return Ok(Prepared::Replay(answer));
+        return Ok(Prepared::Replay { device: caller.device, answer });
     }
     let request = SyncRequest::decode(body).map_err(|err| {
         ApiError::MalformedChange(format!("the body is not a valid sync message: {err}"))
@@ -338,7 +426,7 @@ fn prepare(
             &mut inflated_budget,
         )?;
         uploaded.extend(changes.iter().map(automerge::Change::hash));
-        uploads.push(DocumentUpload { doc_id: doc_upload.doc_id, changes });
+        uploads.push(DocumentUpload { doc_id: doc_upload.doc_id, changes, premerged: None });
         base_heads.insert(doc_upload.doc_id, hashes_from_wire(&doc_upload.base_heads));
     }
     let upload_only = match caller.upload_only {
@@ -356,6 +444,15 @@ fn prepare(
         }
         Some(SyncPolicy::load(store, &caller, received_at)?)
     };
+    // A document the device says is new is merged here, in parallel with other requests; the
+    // writer uses the result only if the store has no such document.
+    if policy.is_some() && upload_only.is_none() {
+        for upload in &mut uploads {
+            if base_heads.get(&upload.doc_id).is_some_and(Vec::is_empty) {
+                upload.premerged = Premerged::of(upload.doc_id, &upload.changes);
+            }
+        }
+    }
     let (all, township) = {
         let visibility = caller.visibility();
         let (all, township) = visibility.sql();
@@ -728,18 +825,25 @@ impl SyncRound {
             self.all,
             township,
         )?;
-        let mut delivered: Vec<DocumentId> =
-            feed.updates.iter().map(|update| update.doc_id).collect();
-        delivered.sort_unstable();
-        delivered.dedup();
-        let evict = device_documents::evictable(connection, &self.device, self.all, township)?;
-        Ok(PulledRound { device: self.device, resync, feed, delivered, evict })
+        let delivered = delivered_documents(&feed);
+        let evict_due =
+            !device_documents::all_visible(connection, &self.device, self.all, township)?;
+        Ok(PulledRound {
+            device: self.device,
+            all: self.all,
+            township: self.township,
+            resync,
+            feed,
+            delivered,
+            evict_due,
+        })
     }
 
-    /// Merges, reads the feed, records what the device holds, lists what it must evict and
-    /// stores the answer under the key, all in the job's savepoint: the answer exists only if
-    /// everything it acknowledges committed.
-    fn run(mut self, context: &mut WriteContext<'_>) -> Result<Vec<u8>, StoreError> {
+    /// Merges, records what the device holds, lists what it must evict and stores the answer
+    /// under the key, all in the job's savepoint: the answer exists only if everything it
+    /// acknowledges committed. The feed page is not read here but fixed by its bounds (the
+    /// last feed sequence of this snapshot), stored with the answer and read after `COMMIT`.
+    fn run(mut self, context: &mut WriteContext<'_>) -> Result<RoundAnswer, StoreError> {
         // Checked again on the writer: a request with the same key may have committed since.
         if let Some(keyed) = &self.keyed
             && let Some(answer) = keyed.stored_answer(context.connection(), &self.device)?
@@ -784,23 +888,22 @@ impl SyncRound {
         }
         let township = self.township.as_deref();
         let received = merged.iter().filter(|doc| !doc.heads.is_empty()).map(|doc| doc.doc_id);
-        device_documents::record(connection, &self.device, received)?;
+        device_documents::record(connection, &self.device, received, self.all, township)?;
         // Upload-only: nothing is read, not even what the device must evict; the cursor stays.
         let (feed, evict) = if self.upload_only.is_some() {
-            (Feed { updates: Vec::new(), cursor: self.cursor, more: false }, Vec::new())
+            (None, Vec::new())
         } else {
-            let feed = changes::feed_after(
-                connection,
-                self.cursor,
-                &self.uploaded,
-                MAX_RESPONSE_CHANGE_BYTES,
-                self.all,
-                township,
-            )?;
-            let delivered = feed.updates.iter().map(|update| update.doc_id);
-            device_documents::record(connection, &self.device, delivered)?;
+            let mut skip: Vec<ChangeHash> = self.uploaded.iter().copied().collect();
+            skip.sort_unstable();
+            let bounds = FeedBounds {
+                cursor: self.cursor,
+                last_feed_seq: changes::last_feed_seq(connection)?,
+                all: self.all,
+                township: self.township.clone(),
+                skip,
+            };
             let evict = device_documents::evict(connection, &self.device, self.all, township)?;
-            (feed, evict)
+            (Some(bounds), evict)
         };
         let results = merged
             .into_iter()
@@ -822,23 +925,20 @@ impl SyncRound {
                 },
             }))
             .collect();
-        let answer = SyncResponse {
-            cursor: feed.cursor,
-            more: feed.more,
-            results,
-            updates: feed.updates,
-            evict,
-        }
-        .encode();
+        // Without a feed page the cursor stays; with one, `finish` fills cursor and page in.
+        let answer =
+            SyncResponse { cursor: self.cursor, more: false, results, updates: Vec::new(), evict }
+                .encode();
         if let Some(keyed) = &self.keyed {
             let stored = StoredAnswer {
                 request_sha256: keyed.request_sha256,
                 status: 200,
                 response: answer.clone(),
+                feed: feed.clone(),
             };
             idempotency::insert(connection, &self.device, &keyed.key, &stored, self.received_at)?;
         }
-        Ok(answer)
+        Ok(RoundAnswer { response: answer, feed })
     }
 }
 

@@ -53,58 +53,129 @@ pub(crate) struct Feed {
     pub(crate) more: bool,
 }
 
-/// Appends one change, whose stored bytes (`Change::bytes`) are `bytes`, and returns its
-/// feed sequence.
+/// Rows per multi-row `INSERT`: 12 parameters each, far below SQLite's 32,766 variables.
+const INSERT_ROWS: usize = 64;
+
+/// The columns of one inserted change, in statement order.
+const INSERT_COLUMNS: &str = "(hash, doc_id, actor, seq, deps, bytes, message, device_time, \
+     received_at, device, officer, certificate)";
+
+/// Appends a document's new changes, whose stored bytes (`Change::bytes`) are `encoded` (one
+/// entry per change, in order), and returns the feed sequence of the last one (0 for none).
 ///
-/// The caller passes the bytes it encoded once for the quota, so that no change is encoded
-/// or copied twice.
+/// The changes go in by multi-row `INSERT`s of up to [`INSERT_ROWS`]: one statement step per
+/// row cost about as much as the B-tree work itself (BENCHMARKS.md). The caller passes the
+/// bytes it encoded once for the quota, so that no change is encoded or copied twice. Feed
+/// sequences follow the order of `changes`, as with one `INSERT` per change.
 ///
 /// # Errors
-/// [`StoreError::DuplicateChange`] when the change is already stored (for another document,
-/// since the merge skips changes the document holds).
-pub(crate) fn insert(
+/// [`StoreError::DuplicateChange`] when a change is already stored (for another document,
+/// since the merge skips changes the document holds); the failed statement wrote nothing and
+/// the caller's savepoint undoes the rest.
+pub(crate) fn insert_all(
     connection: &Connection,
     doc_id: DocumentId,
-    change: &Change,
-    bytes: &[u8],
+    changes: &[Change],
+    encoded: &[Vec<u8>],
     received_at: i64,
     attribution: &Attribution,
 ) -> Result<i64, StoreError> {
-    let hash = change.hash();
-    let deps = hashes_blob(change.deps());
-    let actor = change.actor_id().to_bytes().to_vec();
-    let seq = i64::try_from(change.seq()).map_err(|_| StoreError::Unstorable {
-        hash: hash.to_string(),
-        reason: "sequence number exceeds 2^63".to_owned(),
-    })?;
-    let device_time = change.timestamp();
-    let message = change.message();
-    let mut statement = connection.prepare_cached(
-        "INSERT INTO changes (hash, doc_id, actor, seq, deps, bytes, message, device_time, \
-         received_at, device, officer, certificate) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-    )?;
-    let inserted = statement.execute(params![
-        hash.0,
-        doc_id.as_bytes(),
-        actor,
-        seq,
-        deps,
-        bytes,
-        message,
-        device_time,
-        received_at,
-        attribution.device,
-        attribution.officer,
-        attribution.certificate,
-    ]);
-    match inserted {
+    debug_assert_eq!(changes.len(), encoded.len());
+    let mut last = 0;
+    let mut start = 0;
+    while start < changes.len() {
+        // Batches of a power of two rows, so that at most seven statements stay cached.
+        let remaining = changes.len() - start;
+        let rows = INSERT_ROWS.min(1 << remaining.ilog2());
+        let end = start + rows;
+        last = insert_batch(
+            connection,
+            doc_id,
+            &changes[start..end],
+            &encoded[start..end],
+            received_at,
+            attribution,
+        )?;
+        start = end;
+    }
+    Ok(last)
+}
+
+/// One multi-row `INSERT` of up to [`INSERT_ROWS`] changes.
+fn insert_batch(
+    connection: &Connection,
+    doc_id: DocumentId,
+    changes: &[Change],
+    encoded: &[Vec<u8>],
+    received_at: i64,
+    attribution: &Attribution,
+) -> Result<i64, StoreError> {
+    let mut rows = Vec::with_capacity(changes.len());
+    for change in changes {
+        let hash = change.hash();
+        let seq = i64::try_from(change.seq()).map_err(|_| StoreError::Unstorable {
+            hash: hash.to_string(),
+            reason: "sequence number exceeds 2^63".to_owned(),
+        })?;
+        rows.push(InsertRow {
+            hash,
+            deps: hashes_blob(change.deps()),
+            actor: change.actor_id().to_bytes().to_vec(),
+            seq,
+            device_time: change.timestamp(),
+            message: change.message().map(str::to_owned),
+        });
+    }
+    let placeholders = vec!["(?,?,?,?,?,?,?,?,?,?,?,?)"; rows.len()].join(",");
+    // One cached statement per batch size.
+    let mut statement = connection
+        .prepare_cached(&format!("INSERT INTO changes {INSERT_COLUMNS} VALUES {placeholders}"))?;
+    let doc = doc_id.as_bytes();
+    let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(rows.len() * 12);
+    for (row, bytes) in rows.iter().zip(encoded) {
+        values.extend_from_slice(&[
+            &row.hash.0,
+            &doc,
+            &row.actor,
+            &row.seq,
+            &row.deps,
+            bytes,
+            &row.message,
+            &row.device_time,
+            &received_at,
+            &attribution.device,
+            &attribution.officer,
+            &attribution.certificate,
+        ]);
+    }
+    match statement.execute(values.as_slice()) {
         Ok(_) => Ok(connection.last_insert_rowid()),
         Err(err) if is_unique_violation(&err) => {
-            Err(StoreError::DuplicateChange { hash: hash.to_string() })
+            // Name the first change already stored; the statement wrote nothing.
+            let duplicate = rows
+                .iter()
+                .find(|row| is_stored_anywhere(connection, &row.hash).unwrap_or(true))
+                .unwrap_or(&rows[0]);
+            Err(StoreError::DuplicateChange { hash: duplicate.hash.to_string() })
         }
         Err(err) => Err(err.into()),
     }
+}
+
+/// The computed columns of one change to insert.
+struct InsertRow {
+    hash: ChangeHash,
+    deps: Vec<u8>,
+    actor: Vec<u8>,
+    seq: i64,
+    device_time: i64,
+    message: Option<String>,
+}
+
+/// Whether a change with this hash is stored, for any document.
+fn is_stored_anywhere(connection: &Connection, hash: &ChangeHash) -> Result<bool, StoreError> {
+    let mut statement = connection.prepare_cached("SELECT 1 FROM changes WHERE hash = ?1")?;
+    Ok(statement.exists([hash.0.as_slice()])?)
 }
 
 /// The stored bytes of a document's changes after `after_feed_seq`, in feed order.
@@ -150,20 +221,52 @@ pub(crate) fn feed_after(
     all: bool,
     township: Option<&str>,
 ) -> Result<Feed, StoreError> {
-    let last_feed_seq: i64 =
+    let last_feed_seq = last_feed_seq(connection)?;
+    feed_until(connection, cursor, last_feed_seq, skip, byte_budget, all, township)
+}
+
+/// The highest feed sequence of the connection's snapshot (0 for an empty log).
+pub(crate) fn last_feed_seq(connection: &Connection) -> Result<u64, StoreError> {
+    let last: i64 =
         connection
             .query_row("SELECT COALESCE(MAX(feed_seq), 0) FROM changes", [], |row| row.get(0))?;
+    Ok(u64::try_from(last).unwrap_or(0))
+}
+
+/// [`feed_after`] as of the moment the log ended at `last_feed_seq`: rows after it are not
+/// read, and a complete page's cursor is `last_feed_seq`.
+///
+/// The rows up to a committed `last_feed_seq` never change (the log is append-only and a
+/// document's township is written once), so the same arguments give the same page, byte for
+/// byte, on any later snapshot: a stored sync answer keeps these arguments instead of the
+/// page (`store::idempotency::FeedBounds`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn feed_until(
+    connection: &Connection,
+    cursor: u64,
+    last_feed_seq: u64,
+    skip: &HashSet<ChangeHash>,
+    byte_budget: usize,
+    all: bool,
+    township: Option<&str>,
+) -> Result<Feed, StoreError> {
+    let last_feed_seq = i64::try_from(last_feed_seq).unwrap_or(i64::MAX);
     let mut statement = connection.prepare_cached(
         "SELECT c.feed_seq, c.doc_id, c.hash, c.bytes FROM changes c \
          JOIN documents d ON d.id = c.doc_id \
-         WHERE c.feed_seq > ?1 AND (?2 OR d.township = ?3) ORDER BY c.feed_seq",
+         WHERE c.feed_seq > ?1 AND c.feed_seq <= ?4 AND (?2 OR d.township = ?3) \
+         ORDER BY c.feed_seq",
     )?;
     // Feed sequences only grow, so a cursor past the end of the feed was handed out before the
     // database was restored from a backup: send that device everything it may see again.
     let restored = i64::try_from(cursor).map_or(true, |cursor| cursor > last_feed_seq);
     let cursor = if restored { 0 } else { cursor };
-    let mut rows =
-        statement.query(params![i64::try_from(cursor).unwrap_or(i64::MAX), all, township])?;
+    let mut rows = statement.query(params![
+        i64::try_from(cursor).unwrap_or(i64::MAX),
+        all,
+        township,
+        last_feed_seq
+    ])?;
     let mut updates: Vec<DocUpdate> = Vec::new();
     let mut positions: HashMap<DocumentId, usize> = HashMap::new();
     let mut page_bytes = 0;

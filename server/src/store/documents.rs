@@ -92,7 +92,17 @@ impl Projection {
     /// This is the one hydration of the record per merge: the scope check of a new document,
     /// the findings and the evidence links all read the record from here.
     pub(crate) fn of(doc: &Automerge) -> Self {
-        let conflicts = i64::try_from(field_conflicts(doc).len()).unwrap_or(i64::MAX);
+        Self::with_conflicts(doc, i64::try_from(field_conflicts(doc).len()).unwrap_or(i64::MAX))
+    }
+
+    /// [`Self::of`] a document whose every change one actor wrote: its history is one chain,
+    /// so no field holds concurrent values and the walk for conflicts (about a third of the
+    /// projection's cost, BENCHMARKS.md) is skipped.
+    pub(crate) fn of_single_actor(doc: &Automerge) -> Self {
+        Self::with_conflicts(doc, 0)
+    }
+
+    fn with_conflicts(doc: &Automerge, conflicts: i64) -> Self {
         let review = review_of(doc);
         match Record::hydrate(doc) {
             Ok(record) => Self {

@@ -1,10 +1,20 @@
 //! SQL on stored sync answers: per device and `Idempotency-Key`, the request's SHA-256 and the
 //! answer's bytes, so that a retried identical request gets the same answer, byte for byte,
 //! without being processed again (SECURITY.md B-31, B-32).
+//!
+//! An answer that carries a feed page stores the page as its [`FeedBounds`]: the writer
+//! commits the acknowledgements and the bounds together, and the page (up to 8 MiB) is read
+//! from the append-only log afterwards on a pooled reader, the same bytes every time
+//! (docs/sync.md "Idempotency").
 
+use std::collections::HashSet;
+
+use automerge::ChangeHash;
+use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::store::StoreError;
+use crate::store::changes::{self, Feed};
 
 /// 24 hours: how long an answer is kept for a retry; a device retries within minutes.
 pub(crate) const RETENTION_MS: i64 = 24 * 60 * 60 * 1000;
@@ -16,8 +26,97 @@ pub(crate) struct StoredAnswer {
     pub(crate) request_sha256: [u8; 32],
     /// The HTTP status of the answer.
     pub(crate) status: u16,
-    /// The answer's body.
+    /// The answer's body; without its feed page when `feed` is set.
     pub(crate) response: Vec<u8>,
+    /// The bounds the answer's feed page is read from, if it has one.
+    pub(crate) feed: Option<FeedBounds>,
+}
+
+/// Everything that fixes one feed page (`changes::feed_until`): read again with the same
+/// bounds on any later snapshot, the page is the same, byte for byte, because the rows up to
+/// `last_feed_seq` committed with the answer and never change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FeedBounds {
+    /// The device's cursor.
+    pub(crate) cursor: u64,
+    /// The last feed sequence of the writer's snapshot when the answer was made.
+    pub(crate) last_feed_seq: u64,
+    /// The caller sees every document.
+    pub(crate) all: bool,
+    /// Else the township whose documents it sees.
+    pub(crate) township: Option<String>,
+    /// The changes the request uploaded, left out of the page, in hash order.
+    pub(crate) skip: Vec<ChangeHash>,
+}
+
+impl FeedBounds {
+    /// Reads the page these bounds fix, on any snapshot that holds `last_feed_seq`.
+    pub(crate) fn read(
+        &self,
+        connection: &Connection,
+        byte_budget: usize,
+    ) -> Result<Feed, StoreError> {
+        let skip: HashSet<ChangeHash> = self.skip.iter().copied().collect();
+        changes::feed_until(
+            connection,
+            self.cursor,
+            self.last_feed_seq,
+            &skip,
+            byte_budget,
+            self.all,
+            self.township.as_deref(),
+        )
+    }
+
+    /// The stored form: cursor, last feed sequence (8 bytes little-endian each), `all` (1
+    /// byte), township length (4 bytes, `u32::MAX` for none) and bytes, then the hashes.
+    fn encode(&self) -> Vec<u8> {
+        let township = self.township.as_deref().map(str::as_bytes);
+        let mut bytes =
+            Vec::with_capacity(21 + township.map_or(0, <[u8]>::len) + 32 * self.skip.len());
+        bytes.extend_from_slice(&self.cursor.to_le_bytes());
+        bytes.extend_from_slice(&self.last_feed_seq.to_le_bytes());
+        bytes.push(u8::from(self.all));
+        match township {
+            Some(township) => {
+                let length = u32::try_from(township.len()).expect("a township name is short");
+                bytes.extend_from_slice(&length.to_le_bytes());
+                bytes.extend_from_slice(township);
+            }
+            None => bytes.extend_from_slice(&u32::MAX.to_le_bytes()),
+        }
+        bytes.extend(self.skip.iter().flat_map(|hash| hash.0));
+        bytes
+    }
+
+    /// Reads the stored form back; `None` when it is not one.
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let (cursor, rest) = bytes.split_first_chunk::<8>()?;
+        let (last_feed_seq, rest) = rest.split_first_chunk::<8>()?;
+        let (all, rest) = rest.split_first()?;
+        let (length, rest) = rest.split_first_chunk::<4>()?;
+        let (township, rest) = match u32::from_le_bytes(*length) {
+            u32::MAX => (None, rest),
+            length => {
+                let (township, rest) = rest.split_at_checked(usize::try_from(length).ok()?)?;
+                (Some(String::from_utf8(township.to_vec()).ok()?), rest)
+            }
+        };
+        if !rest.len().is_multiple_of(32) {
+            return None;
+        }
+        let skip = rest
+            .chunks_exact(32)
+            .map(|chunk| ChangeHash(chunk.try_into().expect("chunks are 32 bytes")))
+            .collect();
+        Some(Self {
+            cursor: u64::from_le_bytes(*cursor),
+            last_feed_seq: u64::from_le_bytes(*last_feed_seq),
+            all: *all != 0,
+            township,
+            skip,
+        })
+    }
 }
 
 /// The answer stored for this device and key, if any.
@@ -28,14 +127,25 @@ pub(crate) fn find(
 ) -> Result<Option<StoredAnswer>, StoreError> {
     Ok(connection
         .prepare_cached(
-            "SELECT request_sha256, status, response FROM idempotency \
+            "SELECT request_sha256, status, response, feed FROM idempotency \
              WHERE device = ?1 AND key = ?2",
         )?
         .query_row(params![device, key], |row| {
+            let feed = match row.get_ref(3)?.as_blob_or_null()? {
+                None => None,
+                Some(bytes) => Some(FeedBounds::decode(bytes).ok_or_else(|| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        3,
+                        Type::Blob,
+                        "not the stored bounds of a feed page".into(),
+                    )
+                })?),
+            };
             Ok(StoredAnswer {
                 request_sha256: row.get(0)?,
                 status: row.get(1)?,
                 response: row.get(2)?,
+                feed,
             })
         })
         .optional()?)
@@ -52,8 +162,8 @@ pub(crate) fn insert(
     connection
         .prepare_cached(
             "INSERT OR IGNORE INTO idempotency \
-             (device, key, request_sha256, status, response, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+             (device, key, request_sha256, status, response, feed, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?
         .execute(params![
             device,
@@ -61,10 +171,31 @@ pub(crate) fn insert(
             answer.request_sha256,
             answer.status,
             answer.response,
+            answer.feed.as_ref().map(FeedBounds::encode),
             now_ms
         ])?;
     connection
         .prepare_cached("DELETE FROM idempotency WHERE created_at < ?1")?
         .execute([now_ms - RETENTION_MS])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn feed_bounds_round_trip() {
+        for township in [None, Some(String::new()), Some("Nordhausen".to_owned())] {
+            let bounds = FeedBounds {
+                cursor: 7,
+                last_feed_seq: u64::MAX - 1,
+                all: township.is_none(),
+                township,
+                skip: vec![ChangeHash([1; 32]), ChangeHash([2; 32])],
+            };
+            assert_eq!(FeedBounds::decode(&bounds.encode()), Some(bounds));
+        }
+        assert_eq!(FeedBounds::decode(&[0; 20]), None);
+    }
 }

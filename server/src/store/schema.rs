@@ -420,6 +420,21 @@ const MIGRATIONS: &[&str] = &[
         confiscation_yuan INTEGER NOT NULL
     );
     ",
+    // 12: issue 7, a stored sync answer may keep its feed page as the bounds it is read from
+    // (`store::idempotency::FeedBounds`) instead of its bytes: the page is read after COMMIT on
+    // a pooled reader, off the writer thread. NULL: `response` is the whole answer. And the
+    // visibility under which every document a device holds is visible
+    // (`store::device_documents`), so that a sync looks for documents to evict only when the
+    // device's visibility changed.
+    r"
+    ALTER TABLE idempotency ADD COLUMN feed BLOB;
+
+    CREATE TABLE device_visibility (
+        device TEXT PRIMARY KEY,
+        all_docs INTEGER NOT NULL,
+        township TEXT
+    );
+    ",
 ];
 
 /// Prepared statements kept per connection. rusqlite's default of 16 is fewer than the

@@ -1,6 +1,8 @@
 //! Unit tests of the store: the append-only log, document loading, the snapshot policy, the
 //! document quota, group commit and the consistency check.
 
+use std::collections::HashSet;
+
 use automerge::{AutoCommit, ChangeHash, ROOT};
 use axum::http::StatusCode;
 use rusqlite::Connection;
@@ -23,7 +25,8 @@ const NOW: i64 = 1_700_000_000_000;
 /// The device's changes after `since`, as the server parses them from the wire.
 fn parsed(doc_id: DocumentId, doc: &mut AutoCommit, since: &[ChangeHash]) -> DocumentUpload {
     let wire = chunks(&mut doc.get_changes(since));
-    DocumentUpload { doc_id, changes: parse_changes(doc_id, &wire).expect("device changes parse") }
+    let changes = parse_changes(doc_id, &wire).expect("device changes parse");
+    DocumentUpload { doc_id, changes, premerged: None }
 }
 
 /// Uploads everything after `since` and returns the device's heads.
@@ -164,7 +167,7 @@ fn an_upload_of_no_changes_for_an_unknown_document_creates_nothing() {
 
     let merged = store
         .merge_uploads(
-            vec![DocumentUpload { doc_id: doc_id(8), changes: Vec::new() }],
+            vec![DocumentUpload { doc_id: doc_id(8), changes: Vec::new(), premerged: None }],
             NOW,
             Unchecked::default(),
         )
@@ -408,4 +411,67 @@ fn a_database_locked_from_outside_answers_busy_with_retry_after_and_stores_nothi
     assert_eq!(response.headers()[axum::http::header::RETRY_AFTER], "1");
     assert!(store.read(|tx| documents::stored_scope(tx, id)).expect("reading").is_none());
     sync(&store, id, &mut doc, &[]);
+}
+
+#[test]
+fn eviction_reads_held_documents_only_after_the_visibility_changed() {
+    use crate::store::device_documents::{all_visible, evict, record};
+    let (_dir, store) = temp_store();
+    let id = doc_id(40);
+    let mut doc = new_inspection(&actor(40), id);
+    sync(&store, id, &mut doc, &[]);
+    let township = store
+        .read(|tx| documents::stored_scope(tx, id))
+        .expect("read")
+        .and_then(|scope| scope.township)
+        .expect("the record has a township");
+    let evictions = store
+        .write(move |connection| {
+            let home = Some(township.as_str());
+            record(connection, "d-1", [id], false, home)?;
+            let unmarked = all_visible(connection, "d-1", false, home)?;
+            let at_home = evict(connection, "d-1", false, home)?;
+            let marked = all_visible(connection, "d-1", false, home)?;
+            // The officer moved: the held record is evicted once, and the new visibility marked.
+            let moved = evict(connection, "d-1", false, Some("elsewhere"))?;
+            let again = evict(connection, "d-1", false, Some("elsewhere"))?;
+            let marked_elsewhere = all_visible(connection, "d-1", false, Some("elsewhere"))?;
+            // A record delivered under another visibility than the mark's removes the mark.
+            record(connection, "d-1", [id], false, home)?;
+            let still_marked = all_visible(connection, "d-1", false, Some("elsewhere"))?;
+            Ok((unmarked, at_home, marked, moved, again, marked_elsewhere, still_marked))
+        })
+        .expect("write");
+    assert_eq!(evictions, (false, vec![], true, vec![id], vec![], true, false));
+}
+
+#[test]
+fn a_feed_page_read_again_from_its_bounds_is_the_same_after_later_commits() {
+    use crate::store::idempotency::FeedBounds;
+    let (_dir, store) = temp_store();
+    let (first, second) = (doc_id(41), doc_id(42));
+    let mut doc = new_inspection(&actor(41), first);
+    sync(&store, first, &mut doc, &[]);
+    let bounds = FeedBounds {
+        cursor: 0,
+        last_feed_seq: store.read(|tx| changes::last_feed_seq(tx)).expect("read"),
+        all: true,
+        township: None,
+        skip: Vec::new(),
+    };
+    let page = |bounds: &FeedBounds| {
+        let bounds = bounds.clone();
+        store.read(move |tx| bounds.read(tx, 8 << 20)).expect("read")
+    };
+    let before = page(&bounds);
+
+    let mut other = new_inspection(&actor(42), second);
+    sync(&store, second, &mut other, &[]);
+
+    assert_eq!(page(&bounds), before);
+    assert!(before.updates.iter().all(|update| update.doc_id == first));
+    let now = store
+        .read(|tx| changes::feed_after(tx, 0, &HashSet::new(), 8 << 20, true, None))
+        .expect("read");
+    assert!(now.updates.iter().any(|update| update.doc_id == second));
 }

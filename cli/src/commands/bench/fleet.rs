@@ -19,7 +19,7 @@ use sync_core::replica::DeviceDoc;
 
 use crate::auth::{DeviceKey, Session};
 use crate::client::paths::{self, Registry};
-use crate::client::{Client, ClientError};
+use crate::client::{Client, ClientError, RawResponse};
 
 /// The registry the devices are enrolled in.
 #[derive(Debug, Clone)]
@@ -132,6 +132,11 @@ impl Admin {
                 cursor: 0,
             })
             .collect())
+    }
+
+    /// An authenticated `GET`, answered whatever its status (scenario `R` times the reports).
+    pub(crate) fn get(&mut self, path: &str) -> Result<RawResponse, ClientError> {
+        self.session.send("GET", path, None, Vec::new())
     }
 
     /// Every document the server holds, with its heads as hex strings, sorted.
