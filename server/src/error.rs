@@ -32,6 +32,9 @@ pub enum ApiError {
     /// The body, or a change in it, does not parse.
     #[error("{0}")]
     MalformedChange(String),
+    /// The body is compressed in an encoding the route does not take.
+    #[error("{0}")]
+    UnsupportedEncoding(String),
     /// More changes in one sync than the server accepts.
     #[error(
         "the request carries {count} changes; at most {max} are accepted in one sync",
@@ -199,6 +202,7 @@ impl ApiError {
         match self {
             Self::BodyTooLarge => "body_too_large",
             Self::MalformedChange(_) => "malformed_change",
+            Self::UnsupportedEncoding(_) => "unsupported_encoding",
             Self::InflateLimit(_) => "inflate_limit",
             Self::BatchTooLarge { .. } => "batch_too_large",
             Self::MissingDeps(_) => "missing_deps",
@@ -273,6 +277,7 @@ impl ApiError {
             | Self::TokenExpired
             | Self::TokenRevoked
             | Self::DeviceRevoked => StatusCode::UNAUTHORIZED,
+            Self::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::CertificateRevoked(_)
             | Self::CertificateSuspended(_)
             | Self::CertificateExpired(_)

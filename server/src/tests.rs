@@ -13,6 +13,7 @@ use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
+use sync_core::body;
 use sync_core::edit::set_field;
 use sync_core::ids::DocumentId;
 use sync_core::protocol::{CONTENT_TYPE, DocOutcome, DocUpload, SyncRequest, SyncResponse};
@@ -215,6 +216,22 @@ impl TestApi {
         self.call(client, Method::POST, "/v1/sync", Some((CONTENT_TYPE, body))).await
     }
 
+    /// A sync whose body is sent with `Content-Encoding: encoding`.
+    async fn post_sync_encoded(
+        &self,
+        client: &Client,
+        encoding: &str,
+        body: Vec<u8>,
+    ) -> TestResponse {
+        let request = self
+            .signed(&client.device, Some(&client.token), &Method::POST, "/v1/sync")
+            .header(header::CONTENT_TYPE, CONTENT_TYPE)
+            .header(header::CONTENT_ENCODING, encoding)
+            .body(Body::from(body))
+            .unwrap();
+        self.send(request).await
+    }
+
     /// Sends a sync that must succeed and returns the decoded answer.
     async fn sync(&self, client: &Client, request: &SyncRequest) -> SyncResponse {
         let response = self.post_sync(client, request.encode()).await;
@@ -357,6 +374,45 @@ async fn a_body_over_the_limit_is_too_large() {
     let response = api.post_sync(&officer, vec![0; MAX_BODY_BYTES + 1]).await;
 
     response.check_error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
+}
+
+#[tokio::test]
+async fn a_gzipped_upload_is_merged_as_the_same_upload_sent_plain() {
+    let api = TestApi::new();
+    let officer = api.login("o-1").await;
+    let id = doc_id(6);
+    let mut doc = chengguan_inspection(&officer, id);
+    let body = request_for(0, vec![upload(id, &mut doc, &[])]).encode();
+
+    let response = api.post_sync_encoded(&officer, body::GZIP, body::gzip(&body)).await;
+
+    assert_eq!(response.status, StatusCode::OK, "{}", String::from_utf8_lossy(&response.body));
+    let answer = SyncResponse::decode(&response.body).expect("a sync answer");
+    let (heads, stored) = accepted_heads(&answer, 0);
+    assert_eq!(heads, wire_heads(&mut doc));
+    assert!(stored > 0);
+    assert_eq!(api.change_rows(), i64::from(stored));
+}
+
+#[tokio::test]
+async fn a_gzip_bomb_is_too_large_and_other_encodings_are_unsupported_and_store_nothing() {
+    let api = TestApi::new();
+    let officer = api.login("o-1").await;
+    let id = doc_id(7);
+    let mut doc = chengguan_inspection(&officer, id);
+    let mut bomb = request_for(0, vec![upload(id, &mut doc, &[])]).encode();
+    bomb.resize(MAX_BODY_BYTES + 1, 0);
+    let bomb = body::gzip(&bomb);
+    assert!(bomb.len() < 64 * 1024, "{} bytes on the wire", bomb.len());
+
+    let too_large = api.post_sync_encoded(&officer, body::GZIP, bomb).await;
+    let truncated = api.post_sync_encoded(&officer, body::GZIP, body::gzip(b"sync")[..12].to_vec());
+    let brotli = api.post_sync_encoded(&officer, "br", b"sync".to_vec());
+
+    too_large.check_error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
+    truncated.await.check_error(StatusCode::BAD_REQUEST, "malformed_change");
+    brotli.await.check_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_encoding");
+    assert_eq!(api.change_rows(), 0);
 }
 
 #[tokio::test]

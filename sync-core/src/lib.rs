@@ -22,6 +22,7 @@
 
 #![warn(missing_docs)]
 
+pub mod body;
 pub mod calendar;
 pub mod deadlines;
 pub mod edit;

@@ -7,7 +7,8 @@
 //! once. A session opened on a home keeps the token and the nonce in `<home>/session.json`
 //! (mode 0600), so the next command reuses them.
 //!
-//! A sync upload carries an `Idempotency-Key` derived from its body, so that a body retried after
+//! A sync upload travels gzipped and carries an `Idempotency-Key` derived from its uncompressed
+//! body, so that a body retried after
 //! a lost answer gets the stored answer; the evidence blob calls ([`Session::blob_status`],
 //! [`Session::put_blob_chunk`], [`Session::get_blob`]) follow docs/sync.md.
 
@@ -18,6 +19,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use sync_core::body;
 use sync_core::protocol::{CONTENT_TYPE, SyncRequest, SyncResponse};
 
 use crate::auth::{AuthError, DeviceKey, write_private};
@@ -217,13 +219,18 @@ impl Session {
     /// and stores nothing twice. A request that only downloads carries none: it stores nothing,
     /// and a stored answer would hide every change that reached the server since.
     pub fn sync(&mut self, request: &SyncRequest) -> Result<(SyncResponse, Traffic), ClientError> {
-        let body = request.encode();
-        let bytes_up = body.len() as u64;
-        let key = idempotency_key(&body);
+        let encoded = request.encode();
+        let key = idempotency_key(&encoded);
         let mut headers = vec![("accept", CONTENT_TYPE), ("content-type", CONTENT_TYPE)];
-        if !request.docs.is_empty() {
+        // An upload travels gzipped (DESIGN.md §5); a pull-only request is a few bytes.
+        let body = if request.docs.is_empty() {
+            encoded
+        } else {
             headers.push((IDEMPOTENCY_KEY, key.as_str()));
-        }
+            headers.push(("content-encoding", body::GZIP));
+            body::gzip(&encoded)
+        };
+        let bytes_up = body.len() as u64;
         let (raw, bytes_down) =
             self.send_counted("POST", paths::SYNC, &headers, &body, SYNC_RESPONSE_LIMIT)?;
         let status = raw.status;

@@ -34,10 +34,11 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
-use axum::http::{HeaderMap, HeaderName, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use sha2::{Digest, Sha256};
+use sync_core::body::{self, BodyError};
 use sync_core::ids::DocumentId;
 use sync_core::merge::{UploadLimits, causal_not_before, parse_changes_within};
 use sync_core::protocol::{CONTENT_TYPE, DocOutcome, DocResult, SyncRequest, SyncResponse};
@@ -103,7 +104,10 @@ pub(crate) fn router() -> Router<AppState> {
     post,
     path = "/v1/sync",
     tag = "sync",
-    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 128 characters of `[A-Za-z0-9_-]`; a retry of the same body gets the stored answer byte for byte")),
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "1 to 128 characters of `[A-Za-z0-9_-]`; a retry of the same body gets the stored answer byte for byte"),
+        ("Content-Encoding" = Option<String>, Header, description = "`gzip` for a compressed body (devices send uploads gzipped); absent or `identity` for an uncompressed one"),
+    ),
     request_body(content = crate::routes::openapi::Binary, content_type = "application/vnd.fieldcase.sync", description = "A postcard-encoded `sync_core::protocol::SyncRequest` of at most 8 MiB"),
     responses(
         (status = 200, description = "A postcard-encoded `sync_core::protocol::SyncResponse`: per document the outcome and the server's heads, the feed after the cursor, `evict`, `more`", body = crate::routes::openapi::Binary, content_type = "application/vnd.fieldcase.sync"),
@@ -111,7 +115,8 @@ pub(crate) fn router() -> Router<AppState> {
         (status = 401, description = "Missing, bad or expired token or proof", body = crate::error::ErrorBody),
         (status = 403, description = "`forbidden`, `out_of_scope`, `foreign_actor`, or the certificate is not valid now", body = crate::error::ErrorBody),
         (status = 409, description = "`missing_deps`, `duplicate_seq` (with `actor` and `doc`), `foreign_root`, `duplicate_change`, `idempotency_conflict`", body = crate::error::ErrorBody),
-        (status = 413, description = "`body_too_large` or `inflate_limit`", body = crate::error::ErrorBody),
+        (status = 413, description = "`body_too_large` (also a gzip body inflating past 8 MiB) or `inflate_limit`", body = crate::error::ErrorBody),
+        (status = 415, description = "`unsupported_encoding`: a `Content-Encoding` other than gzip or identity", body = crate::error::ErrorBody),
         (status = 422, description = "`batch_too_large`, `change_refused` or `document_quota`", body = crate::error::ErrorBody),
         (status = "5XX", description = "A server fault; `busy` (503, with `Retry-After`) or `storage_full` (507) stored nothing", body = crate::error::ErrorBody),
     )
@@ -131,9 +136,11 @@ async fn upload_changes(
     if declared.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
         return Err(ApiError::BodyTooLarge);
     }
+    let encoding = request.headers().get(header::CONTENT_ENCODING).cloned();
     let body: Bytes = Bytes::from_request(request, &state)
         .await
         .map_err(|rejection: BytesRejection| ApiError::from(rejection))?;
+    let body = decoded_body(encoding.as_ref(), body)?;
     let received_at = chrono::Utc::now().timestamp_millis();
     let store = state.store().clone();
     let prepared = run_blocking(move || prepare(&store, caller, &body, key, received_at)).await?;
@@ -147,6 +154,29 @@ async fn upload_changes(
         }
     };
     Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], answer).into_response())
+}
+
+/// The upload as the device encoded it: as sent, or inflated from gzip within the same 8 MiB
+/// that bounds an uncompressed body, so a gzip bomb is refused after at most that much work.
+fn decoded_body(encoding: Option<&HeaderValue>, body: Bytes) -> Result<Bytes, ApiError> {
+    let Some(encoding) = encoding else {
+        return Ok(body);
+    };
+    match encoding.to_str().map(str::trim) {
+        Ok(encoding) if encoding.eq_ignore_ascii_case("identity") => Ok(body),
+        Ok(encoding) if encoding.eq_ignore_ascii_case(body::GZIP) => {
+            match body::gunzip_within(&body, MAX_BODY_BYTES) {
+                Ok(inflated) => Ok(Bytes::from(inflated)),
+                Err(BodyError::TooLarge { .. }) => Err(ApiError::BodyTooLarge),
+                Err(malformed @ BodyError::Malformed(_)) => {
+                    Err(ApiError::MalformedChange(malformed.to_string()))
+                }
+            }
+        }
+        _ => Err(ApiError::UnsupportedEncoding(format!(
+            "content-encoding {encoding:?} is not supported; send gzip or an uncompressed body"
+        ))),
+    }
 }
 
 /// A round's answer as the writer commits it: whole, or without its feed page, which
