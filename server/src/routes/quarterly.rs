@@ -206,6 +206,7 @@ fn case_entry(case: &QuarterCaseRow) -> Value {
         "legal_review": case.legal_review,
         "overdue": case.overdue,
         "findings": case.findings,
+        "findings_resolved": case.findings_resolved,
     })
 }
 
@@ -232,8 +233,8 @@ fn report_id(id: Result<Path<String>, PathRejection>) -> Result<String, ApiError
 /// The case list's CSV header, in the order of a case's JSON fields: `case_no`, `doc_id`,
 /// `document_numbers`, `party` (masked), `matter`, `matter_name`, `procedure`, `outcome`, the
 /// filing, decision and on-site issue days, the penalty's kinds, fine and confiscation,
-/// `hearing`, `legal_review`, `overdue` and `findings`.
-const CASE_LIST_HEADER: [&str; 18] = [
+/// `hearing`, `legal_review`, `overdue`, `findings` and `findings_resolved`.
+const CASE_LIST_HEADER: [&str; 19] = [
     "案号",
     "记录编号",
     "文书编号",
@@ -252,6 +253,7 @@ const CASE_LIST_HEADER: [&str; 18] = [
     "法制审核",
     "是否逾期",
     "问题",
+    "已整改问题",
 ];
 
 /// The stored snapshot, JSON or its case list as CSV.
@@ -314,6 +316,7 @@ pub(crate) async fn get_report(
             &text(&case["legal_review"]),
             &text(&case["overdue"]),
             &text(&case["findings"]),
+            &text(&case["findings_resolved"]),
         ]);
     }
     Ok(table.into_response())

@@ -1,6 +1,7 @@
 //! The registry-aware findings of a record (sync-core `validate::findings_with`), with the
 //! `RuleContext` filled from the registry, and their codes projected into
-//! `document_findings(doc_id, code)` at every merge so that the review queue filters in SQL.
+//! `document_findings(doc_id, code)` at every merge so that the review queue filters in SQL,
+//! with when each code was raised and resolved (`document_finding_history`).
 //!
 //! The context holds what the registry knows now: the certificates of the officers the record
 //! names (with the time of their last suspension or revocation from the audit log), the
@@ -62,6 +63,31 @@ pub(crate) fn project(
     for code in review_flags::codes(connection, doc_id)? {
         insert.execute(params![doc_id.as_bytes(), code])?;
     }
+    record_history(connection, doc_id, now_ms)
+}
+
+/// Brings `document_finding_history` in line with the codes just projected: a code not open
+/// yet is raised (again) at `now_ms`, an open code no longer found is resolved at `now_ms`.
+fn record_history(
+    connection: &Connection,
+    doc_id: DocumentId,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    connection
+        .prepare_cached(
+            "UPDATE document_finding_history SET resolved_at = ?2 \
+             WHERE doc_id = ?1 AND resolved_at IS NULL AND code NOT IN \
+             (SELECT code FROM document_findings WHERE doc_id = ?1)",
+        )?
+        .execute(params![doc_id.as_bytes(), now_ms])?;
+    connection
+        .prepare_cached(
+            "INSERT INTO document_finding_history (doc_id, code, raised_at) \
+             SELECT doc_id, code, ?2 FROM document_findings WHERE doc_id = ?1 \
+             ON CONFLICT (doc_id, code) DO UPDATE SET raised_at = excluded.raised_at, \
+             resolved_at = NULL WHERE resolved_at IS NOT NULL",
+        )?
+        .execute(params![doc_id.as_bytes(), now_ms])?;
     Ok(())
 }
 

@@ -49,6 +49,8 @@ pub(crate) struct QuarterCaseRow {
     pub(crate) overdue: bool,
     /// The finding codes of the merged record, in order.
     pub(crate) findings: Vec<String>,
+    /// The finding codes the record raised and no longer has (整改), in order.
+    pub(crate) findings_resolved: Vec<String>,
     /// The decided penalty, if any.
     pub(crate) penalty: Option<QuarterPenalty>,
 }
@@ -89,7 +91,9 @@ pub(crate) fn cases(
                  AND f.code = 'decision_overdue'), \
              (SELECT group_concat(code, ' ') FROM (SELECT code FROM document_findings \
               WHERE doc_id = d.id ORDER BY code)), \
-             COALESCE(m.name, ''), p.kinds, p.fine_yuan, p.confiscation_yuan \
+             COALESCE(m.name, ''), p.kinds, p.fine_yuan, p.confiscation_yuan, \
+             (SELECT group_concat(code, ' ') FROM (SELECT code FROM document_finding_history \
+              WHERE doc_id = d.id AND resolved_at IS NOT NULL ORDER BY code)) \
          FROM documents d JOIN document_cases c ON c.doc_id = d.id \
          LEFT JOIN document_penalties p ON p.doc_id = d.id \
          LEFT JOIN case_numbers n ON n.doc_id = d.id \
@@ -119,6 +123,7 @@ pub(crate) fn cases(
                 filed_with_agency: row.get(12)?,
                 overdue: row.get(13)?,
                 findings: words(row.get(14)?),
+                findings_resolved: words(row.get(19)?),
                 matter_name: row.get(15)?,
                 penalty: match row.get::<_, Option<String>>(16)? {
                     Some(kinds) => Some(QuarterPenalty {

@@ -435,6 +435,20 @@ const MIGRATIONS: &[&str] = &[
         township TEXT
     );
     ",
+    // 13: issue 6, the findings a record raised and those it resolved, for the quarterly case
+    // list (DOMAIN.md §4.1): a finding code is raised at the first merge that finds it and
+    // resolved at the first merge that no longer does (`store::findings::project`); raised
+    // again, it is open again. A record merged before this migration starts its history at its
+    // next merge.
+    r"
+    CREATE TABLE document_finding_history (
+        doc_id BLOB NOT NULL,
+        code TEXT NOT NULL,
+        raised_at INTEGER NOT NULL,
+        resolved_at INTEGER,
+        PRIMARY KEY (doc_id, code)
+    );
+    ",
 ];
 
 /// Prepared statements kept per connection. rusqlite's default of 16 is fewer than the

@@ -161,6 +161,35 @@ async fn a_quarterly_report_counts_and_lists_the_quarters_cases_and_stays_as_gen
 }
 
 #[tokio::test]
+async fn the_case_list_names_the_findings_a_case_raised_and_those_it_resolved() {
+    // Arrange: a case filed with one officer present (too few), then a second officer added.
+    let api = TestApi::new();
+    let supervisor = api.login("supervisor").await;
+    let id = doc_id(76);
+    let mut case_file = case_of(id, CHENGGUAN, ENTRUSTED, "", &[("file", day_2026(1, 20))]);
+    DEPARTMENT.clone_into(&mut case_file.name_agency);
+    let second = case_file.officers.pop().expect("case_of names two officers");
+    let mut doc = create_document(&ActorId::from(SERVER_ACTOR), &case_file, now_millis()).unwrap();
+    api.state.store().merge_unchecked(vec![(id, doc.get_changes(&[]))], now_millis()).unwrap();
+    let raised = generate(&api, &supervisor, CHENGGUAN, "2026-Q1").await;
+
+    // Act
+    let before = doc.get_heads();
+    case_file.officers.push(second);
+    autosurgeon::reconcile(&mut doc, &case_file).unwrap();
+    let changes = doc.get_changes(&before);
+    api.state.store().merge_unchecked(vec![(id, changes)], now_millis()).unwrap();
+    let resolved = generate(&api, &supervisor, CHENGGUAN, "2026-Q1").await;
+
+    // Assert
+    let open = |report: &Value, key: &str| rows(&report["body"]["cases"][0], key).to_vec();
+    assert!(open(&raised, "findings").contains(&json!("too_few_officers")), "{raised}");
+    assert_eq!(open(&raised, "findings_resolved"), Vec::<Value>::new(), "{raised}");
+    assert!(!open(&resolved, "findings").contains(&json!("too_few_officers")), "{resolved}");
+    assert_eq!(open(&resolved, "findings_resolved"), [json!("too_few_officers")], "{resolved}");
+}
+
+#[tokio::test]
 async fn a_report_is_submitted_then_acknowledged_once_each_and_its_body_never_changes() {
     // Arrange
     let api = TestApi::new();
@@ -222,7 +251,8 @@ async fn a_report_is_submitted_then_acknowledged_once_each_and_its_body_never_ch
             "听证",
             "法制审核",
             "是否逾期",
-            "问题"
+            "问题",
+            "已整改问题"
         ]
     );
     assert_eq!(records.len(), 4, "{text}");
