@@ -35,8 +35,8 @@ struct Config {
     /// session.
     #[arg(long, env = "FIELDCASE_HOME", default_value = "./fieldcase-home", global = true)]
     home: PathBuf,
-    /// Base URL of the fieldcase server; only `enroll`, `sync`, `evidence get` and `admin`
-    /// contact it.
+    /// Base URL of the fieldcase server; `enroll`, `sync`, `evidence get`, `review`, `report`,
+    /// `numbers` and `admin` contact it, the record commands work offline.
     #[arg(long, env = "FIELDCASE_SERVER", default_value = "http://127.0.0.1:8080", global = true)]
     server: String,
     /// Print one JSON document (DESIGN.md §9), failures included, instead of text.
