@@ -90,7 +90,8 @@ enum Command {
     /// The supervisor's review: queue, record, resolve, approve, return, grant.
     #[command(subcommand)]
     Review(ReviewCommand),
-    /// Supervision reports: the overdue board, alerts, officer assessment (JSON or CSV).
+    /// Supervision reports: the quarterly case report, officer assessment, overdue board, alerts
+    /// (JSON or CSV with Chinese headers).
     #[command(subcommand)]
     Report(ReportCommand),
     /// Measures a server under the BENCHMARKS.md workload: enrolled devices build case files
