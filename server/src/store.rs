@@ -31,6 +31,7 @@ mod schema;
 mod tests;
 mod writer;
 
+use std::collections::HashSet;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -304,6 +305,26 @@ impl Premerged {
         }
         let projection = project_created(&doc, &new_changes);
         Some(Self { doc, new_changes, projection, _slot: slot })
+    }
+}
+
+impl Premerged {
+    /// Takes a document loaded from an uploaded document chunk as the merge of its `changes`
+    /// into an empty document, which it is (`merge::parse_upload_within`), so they are not
+    /// applied a second time; `None` where [`merge_changes`] would refuse them (more than
+    /// one root, an (actor, seq) pair twice), so that the writer merges and answers its own
+    /// error, or when [`MAX_PREMERGED`] documents wait already.
+    pub(crate) fn of_loaded(doc: Automerge, changes: &[Change]) -> Option<Self> {
+        let roots = changes.iter().filter(|change| change.deps().is_empty()).count();
+        let mut seqs = HashSet::new();
+        let unique_seqs =
+            changes.iter().all(|change| seqs.insert((change.actor_id(), change.seq())));
+        if roots != 1 || !unique_seqs {
+            return None;
+        }
+        let slot = PremergedSlot::take()?;
+        let projection = project_created(&doc, changes);
+        Some(Self { doc, new_changes: changes.to_vec(), projection, _slot: slot })
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use server::store::{DATABASE_FILE, Store};
-use sync_core::merge::parse_changes;
+use sync_core::merge::parse_upload;
 
 use crate::commands::bench::scenario::Batch;
 
@@ -76,7 +76,7 @@ impl Floor {
         for batch in batches {
             let uploads = batch
                 .iter()
-                .map(|(doc_id, chunks)| Ok((*doc_id, parse_changes(*doc_id, chunks)?)))
+                .map(|upload| Ok((upload.doc_id, parse_upload(upload)?)))
                 .collect::<Result<Vec<_>>>()?;
             let received_at = chrono::Utc::now().timestamp_millis();
             stored += self
