@@ -43,7 +43,7 @@ use automerge::{ActorId, Automerge, Change, ChangeHash};
 use rusqlite::{Connection, Transaction};
 use sync_core::error::MergeError;
 use sync_core::ids::DocumentId;
-use sync_core::merge::merge_changes;
+use sync_core::merge::{ParsedUpload, merge_changes};
 use sync_core::records::Record;
 use tokio::sync::oneshot;
 
@@ -479,9 +479,31 @@ impl Store {
         uploads: Vec<(DocumentId, Vec<Change>)>,
         received_at: i64,
     ) -> Result<usize, StoreError> {
+        let uploads = uploads
+            .into_iter()
+            .map(|(doc_id, changes)| (doc_id, ParsedUpload { changes, document: None }))
+            .collect();
+        self.merge_unchecked_parsed(uploads, received_at)
+    }
+
+    /// [`Self::merge_unchecked`] for uploads as `merge::parse_upload_within` parsed them: a
+    /// document loaded from a document chunk is taken as the document's merge, as a sync
+    /// takes it (`Premerged::of_loaded`), so the floor does the work a sync does.
+    ///
+    /// # Errors
+    /// As [`merge_uploads_in`].
+    pub fn merge_unchecked_parsed(
+        &self,
+        uploads: Vec<(DocumentId, ParsedUpload)>,
+        received_at: i64,
+    ) -> Result<usize, StoreError> {
         let uploads: Vec<DocumentUpload> = uploads
             .into_iter()
-            .map(|(doc_id, changes)| DocumentUpload { doc_id, changes, premerged: None })
+            .map(|(doc_id, ParsedUpload { changes, document })| {
+                let premerged =
+                    document.and_then(|document| Premerged::of_loaded(document, &changes));
+                DocumentUpload { doc_id, changes, premerged }
+            })
             .collect();
         let merged = self.write_job(move |context| {
             merge_uploads_in(context, uploads, received_at, &Unchecked::default())
