@@ -900,6 +900,45 @@ async fn a_document_chunk_with_a_change_by_a_foreign_actor_stores_nothing() {
 }
 
 #[tokio::test]
+async fn a_document_chunk_of_two_histories_is_a_foreign_root_and_stores_nothing() {
+    let api = TestApi::new();
+    let officer = api.login("o-1").await;
+    let id = doc_id(26);
+    let mut doc = chengguan_inspection(&officer, id);
+    // A second, unrelated history in the same chunk: the premerge declines it and the writer
+    // answers as it does for the same changes sent as change chunks.
+    let mut stranger = inspection_in(&actor(9), id, ENTRUSTED, CHENGGUAN);
+    doc.merge(&mut stranger).unwrap();
+
+    let response = api
+        .post_sync(&officer, request_for(0, vec![document_chunk_upload(id, &mut doc)]).encode())
+        .await;
+
+    response.check_error(StatusCode::CONFLICT, "foreign_root");
+    assert_eq!(api.change_rows(), 0);
+}
+
+#[tokio::test]
+async fn a_document_chunk_counts_its_changes_against_the_per_sync_limit() {
+    let api = TestApi::new();
+    let officer = api.login("o-1").await;
+    let id = doc_id(27);
+    let mut doc = chengguan_inspection(&officer, id);
+    let created = doc.get_changes(&[]).len();
+    for edit in 0..=(2_000 - created) {
+        set_outcome(&mut doc, &format!("outcome {edit}"));
+    }
+    assert_eq!(doc.get_changes(&[]).len(), 2_001);
+
+    let response = api
+        .post_sync(&officer, request_for(0, vec![document_chunk_upload(id, &mut doc)]).encode())
+        .await;
+
+    response.check_error(StatusCode::UNPROCESSABLE_ENTITY, "batch_too_large");
+    assert_eq!(api.change_rows(), 0);
+}
+
+#[tokio::test]
 async fn a_document_chunk_with_base_heads_or_other_chunks_is_malformed() {
     let api = TestApi::new();
     let officer = api.login("o-1").await;
