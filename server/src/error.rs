@@ -442,6 +442,11 @@ impl From<MergeError> for ApiError {
                 Self::ChangeRefused(message)
             }
             MergeError::InflateLimit { .. } => Self::InflateLimit(message),
+            // `limit` is what the request could still carry, so the request's count is what
+            // came before plus this document's.
+            MergeError::TooManyChanges { changes, limit, .. } => Self::BatchTooLarge {
+                count: MAX_CHANGES_PER_SYNC.saturating_sub(limit).saturating_add(changes),
+            },
         }
     }
 }

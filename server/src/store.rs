@@ -31,6 +31,7 @@ mod schema;
 mod tests;
 mod writer;
 
+use std::collections::HashSet;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -42,7 +43,7 @@ use automerge::{ActorId, Automerge, Change, ChangeHash};
 use rusqlite::{Connection, Transaction};
 use sync_core::error::MergeError;
 use sync_core::ids::DocumentId;
-use sync_core::merge::merge_changes;
+use sync_core::merge::{ParsedUpload, merge_changes};
 use sync_core::records::Record;
 use tokio::sync::oneshot;
 
@@ -307,6 +308,26 @@ impl Premerged {
     }
 }
 
+impl Premerged {
+    /// Takes a document loaded from an uploaded document chunk as the merge of its `changes`
+    /// into an empty document, which it is (`merge::parse_upload_within`), so they are not
+    /// applied a second time; `None` where [`merge_changes`] would refuse them (more than
+    /// one root, an (actor, seq) pair twice), so that the writer merges and answers its own
+    /// error, or when [`MAX_PREMERGED`] documents wait already.
+    pub(crate) fn of_loaded(doc: Automerge, changes: &[Change]) -> Option<Self> {
+        let roots = changes.iter().filter(|change| change.deps().is_empty()).count();
+        let mut seqs = HashSet::new();
+        let unique_seqs =
+            changes.iter().all(|change| seqs.insert((change.actor_id(), change.seq())));
+        if roots != 1 || !unique_seqs {
+            return None;
+        }
+        let slot = PremergedSlot::take()?;
+        let projection = project_created(&doc, changes);
+        Some(Self { doc, new_changes: changes.to_vec(), projection, _slot: slot })
+    }
+}
+
 /// The projection of a document an upload creates: one all of whose changes one actor wrote
 /// (a record's first upload from its device) has no concurrent values, so the walk for
 /// conflicts is skipped.
@@ -458,9 +479,31 @@ impl Store {
         uploads: Vec<(DocumentId, Vec<Change>)>,
         received_at: i64,
     ) -> Result<usize, StoreError> {
+        let uploads = uploads
+            .into_iter()
+            .map(|(doc_id, changes)| (doc_id, ParsedUpload { changes, document: None }))
+            .collect();
+        self.merge_unchecked_parsed(uploads, received_at)
+    }
+
+    /// [`Self::merge_unchecked`] for uploads as `merge::parse_upload_within` parsed them: a
+    /// document loaded from a document chunk is taken as the document's merge, as a sync
+    /// takes it (`Premerged::of_loaded`), so the floor does the work a sync does.
+    ///
+    /// # Errors
+    /// As [`merge_uploads_in`].
+    pub fn merge_unchecked_parsed(
+        &self,
+        uploads: Vec<(DocumentId, ParsedUpload)>,
+        received_at: i64,
+    ) -> Result<usize, StoreError> {
         let uploads: Vec<DocumentUpload> = uploads
             .into_iter()
-            .map(|(doc_id, changes)| DocumentUpload { doc_id, changes, premerged: None })
+            .map(|(doc_id, ParsedUpload { changes, document })| {
+                let premerged =
+                    document.and_then(|document| Premerged::of_loaded(document, &changes));
+                DocumentUpload { doc_id, changes, premerged }
+            })
             .collect();
         let merged = self.write_job(move |context| {
             merge_uploads_in(context, uploads, received_at, &Unchecked::default())

@@ -839,6 +839,123 @@ async fn changes_by_an_actor_of_another_device_are_foreign_and_store_nothing() {
     assert_eq!(api.change_rows(), 0);
 }
 
+/// A new document as a device uploads it: one uncompressed document chunk, no base heads.
+fn document_chunk_upload(id: DocumentId, doc: &mut AutoCommit) -> DocUpload {
+    DocUpload {
+        doc_id: id,
+        base_heads: vec![],
+        heads: doc.get_heads().iter().map(|hash| hash.0).collect(),
+        changes: vec![doc.save_nocompress()],
+    }
+}
+
+#[tokio::test]
+async fn a_new_document_uploaded_as_one_chunk_is_stored_change_by_change() {
+    let api = TestApi::new();
+    let officer = api.login("o-1").await;
+    let id = doc_id(23);
+    let mut doc = chengguan_inspection(&officer, id);
+    set_outcome(&mut doc, "referral");
+    set_outcome(&mut doc, "rectification_order");
+    let changes = doc.get_changes(&[]);
+
+    let answer =
+        api.sync(&officer, &request_for(0, vec![document_chunk_upload(id, &mut doc)])).await;
+    let history = api.get(&officer, &format!("/v1/docs/{id}/history")).await.json();
+
+    assert_eq!(accepted_heads(&answer, 0), (wire_heads(&mut doc), 3));
+    assert_eq!(api.change_rows(), 3);
+    let history = history.as_array().expect("an array");
+    let hashes: Vec<String> = changes.iter().map(|change| change.hash().to_string()).collect();
+    let stored: Vec<String> =
+        history.iter().map(|row| row["hash"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(stored, hashes);
+    for row in history {
+        assert_eq!(row["device"], officer.device_id);
+        assert_eq!(row["officer"], "o-1");
+        assert_eq!(row["actor"], officer.actor.to_hex_string());
+    }
+    // The same changes again as change chunks are known, and stored nothing twice.
+    let replay = api.sync(&officer, &request_for(0, vec![upload(id, &mut doc, &[])])).await;
+    assert_eq!(accepted_heads(&replay, 0).1, 0);
+    assert_eq!(api.change_rows(), 3);
+}
+
+#[tokio::test]
+async fn a_document_chunk_with_a_change_by_a_foreign_actor_stores_nothing() {
+    let api = TestApi::new();
+    let officer = api.login("o-1").await;
+    let id = doc_id(24);
+    let mut doc = chengguan_inspection(&officer, id);
+    let mut other = doc.fork().with_actor(actor(9));
+    set_outcome(&mut other, "referral");
+    doc.merge(&mut other).unwrap();
+
+    let response = api
+        .post_sync(&officer, request_for(0, vec![document_chunk_upload(id, &mut doc)]).encode())
+        .await;
+
+    response.check_error(StatusCode::FORBIDDEN, "foreign_actor");
+    assert_eq!(api.change_rows(), 0);
+}
+
+#[tokio::test]
+async fn a_document_chunk_of_two_histories_is_a_foreign_root_and_stores_nothing() {
+    let api = TestApi::new();
+    let officer = api.login("o-1").await;
+    let id = doc_id(26);
+    let mut doc = chengguan_inspection(&officer, id);
+    // A second, unrelated history in the same chunk: the premerge declines it and the writer
+    // answers as it does for the same changes sent as change chunks.
+    let mut stranger = inspection_in(&actor(9), id, ENTRUSTED, CHENGGUAN);
+    doc.merge(&mut stranger).unwrap();
+
+    let response = api
+        .post_sync(&officer, request_for(0, vec![document_chunk_upload(id, &mut doc)]).encode())
+        .await;
+
+    response.check_error(StatusCode::CONFLICT, "foreign_root");
+    assert_eq!(api.change_rows(), 0);
+}
+
+#[tokio::test]
+async fn a_document_chunk_counts_its_changes_against_the_per_sync_limit() {
+    let api = TestApi::new();
+    let officer = api.login("o-1").await;
+    let id = doc_id(27);
+    let mut doc = chengguan_inspection(&officer, id);
+    let created = doc.get_changes(&[]).len();
+    for edit in 0..=(2_000 - created) {
+        set_outcome(&mut doc, &format!("outcome {edit}"));
+    }
+    assert_eq!(doc.get_changes(&[]).len(), 2_001);
+
+    let response = api
+        .post_sync(&officer, request_for(0, vec![document_chunk_upload(id, &mut doc)]).encode())
+        .await;
+
+    response.check_error(StatusCode::UNPROCESSABLE_ENTITY, "batch_too_large");
+    assert_eq!(api.change_rows(), 0);
+}
+
+#[tokio::test]
+async fn a_document_chunk_with_base_heads_or_other_chunks_is_malformed() {
+    let api = TestApi::new();
+    let officer = api.login("o-1").await;
+    let id = doc_id(25);
+    let mut doc = chengguan_inspection(&officer, id);
+    let whole = document_chunk_upload(id, &mut doc);
+    let with_base = DocUpload { base_heads: vec![doc.get_heads()[0].0], ..whole.clone() };
+    let mut with_change = whole.clone();
+    with_change.changes.push(first_change(&mut doc).raw_bytes().to_vec());
+
+    for bad in [with_base, with_change] {
+        let response = api.post_sync(&officer, request_for(0, vec![bad]).encode()).await;
+        response.check_error(StatusCode::BAD_REQUEST, "malformed_change");
+    }
+    assert_eq!(api.change_rows(), 0);
+}
+
 #[tokio::test]
 async fn creating_outside_the_entrusted_scope_or_township_is_out_of_scope() {
     let api = TestApi::new();

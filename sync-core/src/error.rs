@@ -70,6 +70,17 @@ pub enum MergeError {
         /// The limit.
         limit: usize,
     },
+    /// A document chunk holds more changes than the request may still carry (SECURITY.md
+    /// B-26): the per-sync limit counts changes, not chunks.
+    #[error("document {doc} carries {changes} changes; at most {limit} more fit in this sync")]
+    TooManyChanges {
+        /// The document concerned.
+        doc: String,
+        /// Changes in its upload.
+        changes: usize,
+        /// Changes the request could still carry.
+        limit: usize,
+    },
     /// Changes depend on changes neither stored nor uploaded.
     #[error("document {doc} has changes with missing dependencies: {}", missing.join(", "))]
     MissingDeps {

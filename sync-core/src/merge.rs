@@ -1,7 +1,8 @@
 //! Merging uploaded changes into a document, and reading back where concurrent edits collided.
 //!
-//! The server calls [`parse_changes`] and [`merge_changes`] on every upload: each chunk is
-//! parsed strictly on its own (never `load_incremental`, which applies a corrupt prefix), known
+//! The server calls [`parse_upload_within`] and [`merge_changes`] on every upload: each chunk
+//! is parsed strictly on its own, a new document's single document chunk is loaded strictly
+//! (never `load_incremental`, which applies a corrupt prefix), known
 //! changes are skipped so replays are harmless, and a batch whose dependencies are incomplete is
 //! refused whole rather than queued silently (AUTOMERGE.md P6, P8). All new changes of a
 //! document are applied in one call, because every call costs O(document) (P14).
@@ -9,13 +10,15 @@
 use std::collections::{BTreeSet, HashSet};
 
 use automerge::{
-    Automerge, AutomergeError, Change, ChangeHash, ObjId, ObjType, ROOT, ReadDoc, Value,
+    Automerge, AutomergeError, Change, ChangeHash, LoadOptions, ObjId, ObjType, OnPartialLoad,
+    ROOT, ReadDoc, TextEncoding, Value, VerificationMode,
 };
 use serde::Serialize;
 
 use crate::error::MergeError;
 use crate::ids::DocumentId;
 use crate::json::{scalar_json, value_json};
+use crate::protocol::DocUpload;
 
 /// What one upload may make the server inflate and hold (SECURITY.md §c).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +43,81 @@ pub fn parse_changes(doc_id: DocumentId, chunks: &[Vec<u8>]) -> Result<Vec<Chang
     let limits = UploadLimits::default();
     let mut inflated_budget = limits.max_inflated_bytes;
     parse_changes_within(doc_id, chunks, limits, &mut inflated_budget)
+}
+
+/// Parses one document's upload within the default limits: its change chunks, or the one
+/// document chunk a device sends for a document the server never acknowledged
+/// ([`parse_upload_within`]).
+pub fn parse_upload(upload: &DocUpload) -> Result<Vec<Change>, MergeError> {
+    let limits = UploadLimits::default();
+    let mut inflated_budget = limits.max_inflated_bytes;
+    let mut change_allowance = usize::MAX;
+    parse_upload_within(upload, limits, &mut inflated_budget, &mut change_allowance)
+        .map(|parsed| parsed.changes)
+}
+
+/// One document's upload, parsed.
+#[derive(Debug)]
+pub struct ParsedUpload {
+    /// Its changes, in causal order, each parsed and checked as an uploaded change chunk is.
+    pub changes: Vec<Change>,
+    /// The document a document chunk loaded to: exactly those changes applied to an empty
+    /// document (UTF-8 text indices), so a caller creating the document may take it instead
+    /// of applying the changes a second time. `None` for change chunks.
+    pub document: Option<Automerge>,
+}
+
+/// Parses one document's upload into its changes, spending `inflated_budget` on their sizes
+/// and `change_allowance` (both shared by all documents of one request) on their number.
+///
+/// The chunks are change chunks ([`parse_changes_within`]), or exactly one uncompressed
+/// document chunk when `base_heads` is empty: a device uploads a document the server never
+/// acknowledged whole, which is a fraction of its change chunks' size (docs/sync.md). The
+/// document chunk yields exactly the changes its change chunks would have, each held to the
+/// same limits, so everything after parsing is the same.
+///
+/// # Errors
+/// [`MergeError::MalformedChange`] for a document chunk next to other chunks, with base
+/// heads, with a deflated column, or that does not load strictly;
+/// [`MergeError::TooManyChanges`] when the changes exceed `change_allowance`; the limits'
+/// errors as for change chunks.
+pub fn parse_upload_within(
+    upload: &DocUpload,
+    limits: UploadLimits,
+    inflated_budget: &mut usize,
+    change_allowance: &mut usize,
+) -> Result<ParsedUpload, MergeError> {
+    let doc_id = upload.doc_id;
+    let document_chunk = upload.changes.iter().position(|chunk| is_document_chunk(chunk));
+    let (changes, document) = match document_chunk {
+        None => (parse_changes_within(doc_id, &upload.changes, limits, inflated_budget)?, None),
+        Some(index) if upload.changes.len() > 1 || !upload.base_heads.is_empty() => {
+            return Err(MergeError::MalformedChange {
+                doc: doc_id.to_string(),
+                index,
+                reason: "a document chunk must be the only chunk of an upload without base \
+                         heads"
+                    .to_owned(),
+            });
+        }
+        Some(_) => {
+            let (changes, document) = parse_document_chunk(
+                doc_id,
+                &upload.changes[0],
+                limits,
+                inflated_budget,
+                *change_allowance,
+            )?;
+            (changes, Some(document))
+        }
+    };
+    *change_allowance =
+        change_allowance.checked_sub(changes.len()).ok_or_else(|| MergeError::TooManyChanges {
+            doc: doc_id.to_string(),
+            changes: changes.len(),
+            limit: *change_allowance,
+        })?;
+    Ok(ParsedUpload { changes, document })
 }
 
 /// Parses every chunk as exactly one change, spending `inflated_budget` (shared by all
@@ -69,27 +147,272 @@ pub fn parse_changes_within(
         }
         let change =
             Change::try_from(chunk.as_slice()).map_err(|err| malformed(err.to_string()))?;
-        *inflated_budget =
-            inflated_budget.checked_sub(change.raw_bytes().len()).ok_or_else(inflate_limit)?;
-        if change.len() > limits.max_ops_per_change {
-            return Err(MergeError::TooManyOps {
-                doc: doc_id.to_string(),
-                index,
-                ops: change.len(),
-                limit: limits.max_ops_per_change,
-            });
-        }
+        spend(doc_id, index, &change, limits, inflated_budget)?;
         changes.push(change);
     }
     Ok(changes)
 }
 
+/// Holds one parsed change to the limits: its raw bytes come off `inflated_budget`, and it
+/// may hold at most `max_ops_per_change` operations.
+fn spend(
+    doc_id: DocumentId,
+    index: usize,
+    change: &Change,
+    limits: UploadLimits,
+    inflated_budget: &mut usize,
+) -> Result<(), MergeError> {
+    *inflated_budget = inflated_budget.checked_sub(change.raw_bytes().len()).ok_or_else(|| {
+        MergeError::InflateLimit {
+            doc: doc_id.to_string(),
+            index,
+            limit: limits.max_inflated_bytes,
+        }
+    })?;
+    if change.len() > limits.max_ops_per_change {
+        return Err(MergeError::TooManyOps {
+            doc: doc_id.to_string(),
+            index,
+            ops: change.len(),
+            limit: limits.max_ops_per_change,
+        });
+    }
+    Ok(())
+}
+
+const CHUNK_MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
+
+/// The type byte of an Automerge chunk (after the magic and the checksum), if it has one.
+fn chunk_type(chunk: &[u8]) -> Option<u8> {
+    chunk.strip_prefix(CHUNK_MAGIC.as_slice())?.get(4).copied()
+}
+
+/// Whether `chunk` claims to be a document chunk (type 0).
+fn is_document_chunk(chunk: &[u8]) -> bool {
+    chunk_type(chunk) == Some(DOCUMENT_CHUNK)
+}
+
+const DOCUMENT_CHUNK: u8 = 0;
+
+/// The deflate bit of a column spec (the Automerge binary format).
+const DEFLATE_BIT: u64 = 0x08;
+/// The change-metadata actor column of a document chunk: one row per change.
+const CHANGE_ACTOR_COLUMN: u64 = 0x01;
+/// The op action column of a document chunk: one row per operation.
+const OP_ACTION_COLUMN: u64 = 0x42;
+
+/// Loads a document chunk strictly and returns its changes, each held to the limits, and the
+/// loaded document.
+///
+/// Before anything is loaded, the chunk's header is read: a deflated column is refused, so
+/// nothing is ever inflated and B-23's bound holds without a budget check here, and the
+/// number of changes and operations is read from the run lengths of two columns, so that a
+/// chunk claiming more changes than `change_allowance`, or more operations than its changes
+/// may hold, is refused before automerge builds anything in memory.
+fn parse_document_chunk(
+    doc_id: DocumentId,
+    chunk: &[u8],
+    limits: UploadLimits,
+    inflated_budget: &mut usize,
+    change_allowance: usize,
+) -> Result<(Vec<Change>, Automerge), MergeError> {
+    let malformed =
+        |reason: String| MergeError::MalformedChange { doc: doc_id.to_string(), index: 0, reason };
+    let counts = DocumentChunkHeader::read(chunk).map_err(|reason| malformed(reason.to_owned()))?;
+    if counts.changes > change_allowance {
+        return Err(MergeError::TooManyChanges {
+            doc: doc_id.to_string(),
+            changes: counts.changes,
+            limit: change_allowance,
+        });
+    }
+    let ops_allowed = counts.changes.saturating_mul(limits.max_ops_per_change);
+    if counts.ops > ops_allowed {
+        return Err(MergeError::TooManyOps {
+            doc: doc_id.to_string(),
+            index: 0,
+            ops: counts.ops,
+            limit: limits.max_ops_per_change,
+        });
+    }
+    // Strict: a partial load is an error (never `load_incremental`, which keeps a good
+    // prefix), and the heads are verified against the changes rebuilt from the columns.
+    let options = LoadOptions::new()
+        .on_partial_load(OnPartialLoad::Error)
+        .verification_mode(VerificationMode::Check)
+        .text_encoding(TextEncoding::Utf8CodeUnit);
+    let doc =
+        Automerge::load_with_options(chunk, options).map_err(|err| malformed(err.to_string()))?;
+    if !doc.get_missing_deps(&[]).is_empty() {
+        return Err(malformed("the document chunk lacks dependencies".to_owned()));
+    }
+    let changes = doc.get_changes(&[]);
+    if changes.len() != counts.changes {
+        return Err(malformed(format!(
+            "the document chunk declares {} changes and holds {}",
+            counts.changes,
+            changes.len()
+        )));
+    }
+    for (index, change) in changes.iter().enumerate() {
+        spend(doc_id, index, change, limits, inflated_budget)?;
+    }
+    Ok((changes, doc))
+}
+
+/// What the header and two columns of an uncompressed document chunk say it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct DocumentChunkHeader {
+    changes: usize,
+    ops: usize,
+}
+
+impl DocumentChunkHeader {
+    /// Reads the chunk header (magic, checksum, type 0, length), the actors, heads and column
+    /// metadata, refuses any deflated column, and counts the rows of the change actor column
+    /// and the op action column.
+    fn read(chunk: &[u8]) -> Result<Self, &'static str> {
+        let mut input = Reader(chunk);
+        if input.take(4)? != CHUNK_MAGIC {
+            return Err("not an Automerge chunk");
+        }
+        input.take(4)?;
+        if input.take(1)? != [DOCUMENT_CHUNK] {
+            return Err("not a document chunk");
+        }
+        let length = input.length()?;
+        let mut body = Reader(input.take(length)?);
+        if !input.0.is_empty() {
+            return Err("bytes after the document chunk");
+        }
+        for _ in 0..body.uleb()? {
+            let actor_len = body.length()?;
+            body.take(actor_len)?;
+        }
+        let heads = body.length()?;
+        body.take(heads.checked_mul(32).ok_or("too many heads")?)?;
+        let change_columns = body.columns()?;
+        let op_columns = body.columns()?;
+        if change_columns.iter().chain(&op_columns).any(|&(spec, _)| spec & DEFLATE_BIT != 0) {
+            return Err("the document chunk has a deflated column");
+        }
+        let changes = body.rows_of(&change_columns, CHANGE_ACTOR_COLUMN)?;
+        let ops = body.rows_of(&op_columns, OP_ACTION_COLUMN)?;
+        Ok(Self { changes, ops })
+    }
+}
+
+/// A cursor over untrusted bytes; every read is bounds-checked.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], &'static str> {
+        if n > self.0.len() {
+            return Err("the document chunk is truncated");
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn uleb(&mut self) -> Result<u64, &'static str> {
+        let mut value: u64 = 0;
+        for shift in (0..64).step_by(7) {
+            let byte = self.take(1)?[0];
+            value |= u64::from(byte & 0x7f).checked_shl(shift).unwrap_or(0);
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err("an overlong LEB128 number")
+    }
+
+    fn sleb(&mut self) -> Result<i64, &'static str> {
+        let mut value: i64 = 0;
+        let mut shift = 0;
+        loop {
+            let byte = self.take(1)?[0];
+            if shift >= 64 {
+                return Err("an overlong LEB128 number");
+            }
+            value |= i64::from(byte & 0x7f) << shift;
+            shift += 7;
+            if byte & 0x80 == 0 {
+                if shift < 64 && byte & 0x40 != 0 {
+                    value |= -1_i64 << shift;
+                }
+                return Ok(value);
+            }
+        }
+    }
+
+    fn length(&mut self) -> Result<usize, &'static str> {
+        usize::try_from(self.uleb()?).map_err(|_| "a length past the address space")
+    }
+
+    /// Column metadata: a count, then (spec, length) pairs.
+    fn columns(&mut self) -> Result<Vec<(u64, usize)>, &'static str> {
+        let count = self.length()?;
+        // Each pair takes at least two bytes: a count past that is a lie, not an allocation.
+        if count > self.0.len() / 2 {
+            return Err("more columns than bytes");
+        }
+        (0..count).map(|_| Ok((self.uleb()?, self.length()?))).collect()
+    }
+
+    /// Consumes the data of `columns` (which follows the metadata in order) and counts the
+    /// rows of the run-length-encoded unsigned column `wanted`; 0 when it is absent and every
+    /// column is empty.
+    fn rows_of(&mut self, columns: &[(u64, usize)], wanted: u64) -> Result<usize, &'static str> {
+        let mut rows = None;
+        let mut any_data = false;
+        for &(spec, len) in columns {
+            let data = self.take(len)?;
+            any_data |= len > 0;
+            if spec == wanted {
+                rows = Some(rle_rows(data)?);
+            }
+        }
+        match rows {
+            Some(rows) => Ok(rows),
+            None if !any_data => Ok(0),
+            None => Err("the document chunk lacks a required column"),
+        }
+    }
+}
+
+/// The number of rows of an RLE column of unsigned LEB128 values: runs of one repeated value
+/// (positive count), literal runs (negative count) and null runs (zero, then the count).
+fn rle_rows(column: &[u8]) -> Result<usize, &'static str> {
+    let mut input = Reader(column);
+    let mut rows: usize = 0;
+    while !input.0.is_empty() {
+        let count = input.sleb()?;
+        let run = match count {
+            0 => input.length()?,
+            n if n > 0 => {
+                input.uleb()?;
+                usize::try_from(n).map_err(|_| "a run past the address space")?
+            }
+            n => {
+                let n = usize::try_from(n.unsigned_abs())
+                    .map_err(|_| "a run past the address space")?;
+                for _ in 0..n {
+                    input.uleb()?;
+                }
+                n
+            }
+        };
+        rows = rows.checked_add(run).ok_or("too many rows")?;
+    }
+    Ok(rows)
+}
+
 /// The deflate stream of a compressed change chunk (magic, checksum, type 2, LEB128 length),
 /// or `None` for any other chunk, which automerge parses without inflating.
 fn compressed_body(chunk: &[u8]) -> Option<&[u8]> {
-    const MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
     const COMPRESSED_CHANGE: u8 = 2;
-    let rest = chunk.strip_prefix(MAGIC.as_slice())?;
+    let rest = chunk.strip_prefix(CHUNK_MAGIC.as_slice())?;
     let (&chunk_type, rest) = rest.get(4..)?.split_first()?;
     if chunk_type != COMPRESSED_CHANGE {
         return None;
@@ -411,5 +734,155 @@ mod tests {
         chunk.push(0);
         assert!(parse_changes(doc_id(), &[chunk]).is_err());
         assert!(parse_changes(doc_id(), &[vec![1, 2, 3]]).is_err());
+    }
+
+    /// A new document as a device uploads it: one uncompressed document chunk.
+    fn document_upload(doc: &mut AutoCommit) -> DocUpload {
+        DocUpload {
+            doc_id: doc_id(),
+            base_heads: Vec::new(),
+            heads: doc.get_heads().iter().map(|hash| hash.0).collect(),
+            changes: vec![doc.save_nocompress()],
+        }
+    }
+
+    /// A document of several changes by one actor, with text long enough that `save()`
+    /// deflates some of its columns.
+    fn several_changes() -> AutoCommit {
+        let mut doc = base();
+        let text = doc.put_object(ROOT, "findings", ObjType::Text).unwrap();
+        doc.commit();
+        for round in 0..20 {
+            doc.splice_text(&text, 0, 0, &format!("finding {round}; ")).unwrap();
+            doc.put(ROOT, "status", format!("status {round}")).unwrap();
+            doc.commit();
+        }
+        doc
+    }
+
+    fn malformed(result: &Result<Vec<Change>, MergeError>) -> bool {
+        matches!(result, Err(MergeError::MalformedChange { .. }))
+    }
+
+    #[test]
+    fn a_document_chunk_yields_the_changes_of_its_change_chunks() {
+        let mut doc = several_changes();
+        let expected: Vec<ChangeHash> = doc.get_changes(&[]).iter().map(Change::hash).collect();
+        let upload = document_upload(&mut doc);
+        let header = DocumentChunkHeader::read(&upload.changes[0]).unwrap();
+        assert_eq!(header.changes, expected.len());
+        let ops: usize = doc.get_changes(&[]).iter().map(Change::len).sum();
+        assert_eq!(header.ops, ops);
+
+        let parsed = parse_upload(&upload).unwrap();
+        assert_eq!(parsed.iter().map(Change::hash).collect::<Vec<_>>(), expected);
+        // The same bytes the change chunks carry, so the change log stores the same rows.
+        let chunks: Vec<Vec<u8>> =
+            doc.get_changes(&[]).iter().map(|change| change.raw_bytes().to_vec()).collect();
+        let from_chunks = parse_changes(doc_id(), &chunks).unwrap();
+        for (a, b) in parsed.iter().zip(&from_chunks) {
+            assert_eq!(a.raw_bytes(), b.raw_bytes());
+        }
+        // Each change costs its raw bytes of the inflate budget and one of the allowance.
+        let limits = UploadLimits::default();
+        let (mut budget, mut allowance) = (limits.max_inflated_bytes, 100);
+        let loaded = parse_upload_within(&upload, limits, &mut budget, &mut allowance)
+            .unwrap()
+            .document
+            .expect("a document chunk loads a document");
+        let mut applied = Automerge::new_with_encoding(TextEncoding::Utf8CodeUnit);
+        applied.apply_changes(from_chunks.clone()).unwrap();
+        assert_eq!(loaded.save(), applied.save(), "the loaded document is the applied one");
+        let raw: usize = from_chunks.iter().map(|change| change.raw_bytes().len()).sum();
+        assert_eq!(limits.max_inflated_bytes - budget, raw);
+        assert_eq!(allowance, 100 - expected.len());
+    }
+
+    #[test]
+    fn a_document_chunk_with_a_deflated_column_is_refused() {
+        let mut doc = several_changes();
+        let compressed = doc.save();
+        assert_eq!(
+            DocumentChunkHeader::read(&compressed),
+            Err("the document chunk has a deflated column"),
+            "save() deflates the long columns"
+        );
+        let upload = DocUpload { changes: vec![compressed], ..document_upload(&mut doc) };
+        assert!(malformed(&parse_upload(&upload)));
+    }
+
+    #[test]
+    fn a_document_chunk_only_comes_alone_and_without_base_heads() {
+        let mut doc = several_changes();
+        let upload = document_upload(&mut doc);
+        let first = doc.get_changes(&[])[0].raw_bytes().to_vec();
+
+        let mut with_change = upload.clone();
+        with_change.changes.push(first.clone());
+        assert!(malformed(&parse_upload(&with_change)));
+        let mut after_change = upload.clone();
+        after_change.changes.insert(0, first);
+        assert!(malformed(&parse_upload(&after_change)));
+        let twice = DocUpload { changes: vec![upload.changes[0].clone(); 2], ..upload.clone() };
+        assert!(malformed(&parse_upload(&twice)));
+        let with_base = DocUpload { base_heads: vec![doc.get_heads()[0].0], ..upload.clone() };
+        assert!(malformed(&parse_upload(&with_base)));
+        assert!(parse_upload(&upload).is_ok());
+    }
+
+    #[test]
+    fn a_truncated_or_corrupted_document_chunk_is_refused() {
+        let mut doc = several_changes();
+        let upload = document_upload(&mut doc);
+        let chunk = &upload.changes[0];
+        let with = |changes: Vec<u8>| DocUpload { changes: vec![changes], ..upload.clone() };
+        for cut in [chunk.len() - 1, chunk.len() / 2, 12, 6] {
+            assert!(malformed(&parse_upload(&with(chunk[..cut].to_vec()))), "cut at {cut}");
+        }
+        let mut trailing = chunk.clone();
+        trailing.push(0);
+        assert!(malformed(&parse_upload(&with(trailing))));
+        // Every single-byte corruption after the header is refused, never half loaded.
+        let mut refused = 0;
+        for position in (12..chunk.len()).step_by(7) {
+            let mut corrupted = chunk.clone();
+            corrupted[position] ^= 0x55;
+            match parse_upload(&with(corrupted)) {
+                Err(_) => refused += 1,
+                Ok(changes) => {
+                    panic!("a corruption at {position} loaded {} changes", changes.len())
+                }
+            }
+        }
+        assert!(refused > 0);
+    }
+
+    #[test]
+    fn a_document_chunk_is_held_to_the_per_change_and_per_sync_limits() {
+        let mut doc = several_changes();
+        let upload = document_upload(&mut doc);
+        let changes = doc.get_changes(&[]).len();
+        let largest = doc.get_changes(&[]).iter().map(Change::len).max().unwrap();
+        let parse = |max_ops_per_change, max_inflated_bytes, allowance| {
+            let limits = UploadLimits { max_ops_per_change, max_inflated_bytes };
+            let (mut budget, mut allowance) = (max_inflated_bytes, allowance);
+            parse_upload_within(&upload, limits, &mut budget, &mut allowance)
+        };
+        assert!(parse(largest, 1 << 20, changes).is_ok());
+        assert!(matches!(parse(largest - 1, 1 << 20, changes), Err(MergeError::TooManyOps { .. })));
+        // Fewer ops per change than the whole chunk's average: refused before loading.
+        assert!(matches!(parse(1, 1 << 20, changes), Err(MergeError::TooManyOps { .. })));
+        assert!(matches!(
+            parse(largest, 1 << 20, changes - 1),
+            Err(MergeError::TooManyChanges { .. })
+        ));
+        assert!(matches!(parse(largest, 200, changes), Err(MergeError::InflateLimit { .. })));
+    }
+
+    #[test]
+    fn run_lengths_count_repeated_literal_and_null_runs() {
+        // 3 × value 7, a literal run of 2 values, 4 nulls.
+        assert_eq!(rle_rows(&[3, 7, 0x7e, 1, 2, 0, 4]), Ok(9));
+        assert!(rle_rows(&[0x7e, 1]).is_err());
     }
 }

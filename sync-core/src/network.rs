@@ -13,7 +13,7 @@ use proptest::prelude::*;
 use crate::edit::{TextEdit, edit_text, set_field};
 use crate::error::MergeError;
 use crate::ids::DocumentId;
-use crate::merge::{merge_changes, parse_changes};
+use crate::merge::{merge_changes, parse_upload};
 use crate::protocol::{DocOutcome, DocResult, DocUpdate, SyncRequest, SyncResponse};
 use crate::records::{CaseFile, InspectionRecord, Party, Procedure, Site, create_document};
 use crate::replica::{DeviceDoc, SyncRound};
@@ -58,8 +58,7 @@ impl MemoryServer {
                 });
                 continue;
             }
-            let changes =
-                parse_changes(upload.doc_id, &upload.changes).expect("test uploads parse");
+            let changes = parse_upload(upload).expect("test uploads parse");
             uploaded.extend(changes.iter().map(automerge::Change::hash));
             let mut new_changes = merge_changes(doc, upload.doc_id, changes)?;
             let stored = u32::try_from(new_changes.len()).expect("small");

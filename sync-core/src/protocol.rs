@@ -7,7 +7,9 @@
 //!
 //! Framing: 4 magic bytes `FCS` + version byte, then a postcard body. Changes travel as a list
 //! of individual change chunks (never one concatenated blob) so that the server can parse each
-//! one strictly with `Change::try_from`.
+//! one strictly with `Change::try_from`; a document the server never acknowledged travels as
+//! one uncompressed document chunk instead, which the server takes apart into the same changes
+//! (`merge::parse_upload_within`).
 
 use serde::{Deserialize, Serialize};
 
@@ -43,7 +45,8 @@ pub struct DocUpload {
     pub base_heads: Vec<Hash>,
     /// The device's heads after the uploaded changes.
     pub heads: Vec<Hash>,
-    /// Each change as one chunk, in causal order.
+    /// Each change as one chunk, in causal order; or, with empty `base_heads`, exactly one
+    /// uncompressed document chunk holding every change of the document.
     pub changes: Vec<Vec<u8>>,
 }
 

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use automerge::transaction::CommitOptions;
 use automerge::{ActorId, AutoCommit, Change, ChangeHash, ReadDoc, TextEncoding};
-use automerge::{LoadOptions, OnPartialLoad, VerificationMode};
+use automerge::{LoadOptions, OnPartialLoad, SaveOptions, VerificationMode};
 
 use crate::error::ReplicaError;
 use crate::ids::DocumentId;
@@ -207,6 +207,11 @@ pub struct RoundOutcome {
 
 impl SyncRound {
     /// Builds the request: every document with pending changes, and the cursor.
+    ///
+    /// A document the server never acknowledged goes as one uncompressed document chunk
+    /// (`merge::parse_upload_within` takes it apart again); any other as its pending change
+    /// chunks. Either way the round remembers the pending changes, which is what the
+    /// acknowledgement and the per-sync change count are about.
     pub fn plan<'a>(cursor: u64, docs: impl IntoIterator<Item = &'a mut DeviceDoc>) -> Self {
         let mut uploads = Vec::new();
         let mut uploaded = HashMap::new();
@@ -216,14 +221,24 @@ impl SyncRound {
                 continue;
             }
             let mut pending_bytes = pending;
+            let changes = if device_doc.synced_heads.is_empty() {
+                // Nothing of it is acknowledged, so every change is pending: the document
+                // travels as one document chunk, a fraction of its change chunks' size. Its
+                // columns stay uncompressed (the body is gzipped anyway), which lets the
+                // server refuse deflated columns and bound its work before loading it.
+                vec![
+                    device_doc
+                        .doc
+                        .save_with_options(SaveOptions { deflate: false, retain_orphans: false }),
+                ]
+            } else {
+                pending_bytes.iter_mut().map(|change| change.bytes().into_owned()).collect()
+            };
             uploads.push(DocUpload {
                 doc_id: device_doc.id,
                 base_heads: device_doc.synced_heads.iter().map(|hash| hash.0).collect(),
                 heads: device_doc.doc.get_heads().iter().map(|hash| hash.0).collect(),
-                changes: pending_bytes
-                    .iter_mut()
-                    .map(|change| change.bytes().into_owned())
-                    .collect(),
+                changes,
             });
             uploaded.insert(device_doc.id, pending_bytes);
         }

@@ -40,7 +40,7 @@ use axum::routing::post;
 use sha2::{Digest, Sha256};
 use sync_core::body::{self, BodyError};
 use sync_core::ids::DocumentId;
-use sync_core::merge::{UploadLimits, causal_not_before, parse_changes_within};
+use sync_core::merge::{UploadLimits, causal_not_before, parse_upload_within};
 use sync_core::protocol::{CONTENT_TYPE, DocOutcome, DocResult, SyncRequest, SyncResponse};
 use sync_core::records::Procedure;
 use sync_core::records::Record;
@@ -464,10 +464,15 @@ fn prepare(
     let limits = UploadLimits::default();
     // One inflate budget for the whole upload, shared by its documents (B-23).
     let mut inflated_budget = limits.max_inflated_bytes;
+    // The chunk count above bounds change chunks cheaply; a document chunk holds many
+    // changes, which count against the same limit as they are parsed (B-26).
+    let mut change_allowance = MAX_CHANGES_PER_SYNC;
     let mut doc_ids = HashSet::new();
     let mut uploaded = HashSet::new();
     let mut uploads = Vec::with_capacity(request.docs.len());
     let mut base_heads = HashMap::with_capacity(request.docs.len());
+    // Documents loaded from document chunks: the premerge below takes them as they are.
+    let mut loaded = HashMap::new();
     for doc_upload in &request.docs {
         if !doc_ids.insert(doc_upload.doc_id) {
             return Err(ApiError::MalformedChange(format!(
@@ -475,12 +480,12 @@ fn prepare(
                 doc_upload.doc_id
             )));
         }
-        let changes = parse_changes_within(
-            doc_upload.doc_id,
-            &doc_upload.changes,
-            limits,
-            &mut inflated_budget,
-        )?;
+        let parsed =
+            parse_upload_within(doc_upload, limits, &mut inflated_budget, &mut change_allowance)?;
+        let changes = parsed.changes;
+        if let Some(document) = parsed.document {
+            loaded.insert(doc_upload.doc_id, document);
+        }
         uploaded.extend(changes.iter().map(automerge::Change::hash));
         uploads.push(DocumentUpload { doc_id: doc_upload.doc_id, changes, premerged: None });
         base_heads.insert(doc_upload.doc_id, hashes_from_wire(&doc_upload.base_heads));
@@ -505,7 +510,10 @@ fn prepare(
     if policy.is_some() && upload_only.is_none() {
         for upload in &mut uploads {
             if base_heads.get(&upload.doc_id).is_some_and(Vec::is_empty) {
-                upload.premerged = Premerged::of(upload.doc_id, &upload.changes);
+                upload.premerged = match loaded.remove(&upload.doc_id) {
+                    Some(document) => Premerged::of_loaded(document, &upload.changes),
+                    None => Premerged::of(upload.doc_id, &upload.changes),
+                };
             }
         }
     }

@@ -21,6 +21,7 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 use sync_core::edit::{TextEdit, edit_text, set_field};
 use sync_core::ids::DocumentId;
+use sync_core::merge::parse_upload;
 use sync_core::protocol::{CONTENT_TYPE, DocOutcome, SyncRequest, SyncResponse};
 use sync_core::records::{CaseFile, Evidence, Party, Procedure, create_document};
 use sync_core::replica::{DeviceDoc, RoundOutcome, SyncRound};
@@ -387,8 +388,8 @@ impl Township {
                 panic!("the upload of {} was not accepted: {:?}", upload.doc_id, result.outcome);
             };
             let acknowledged = self.acknowledged.entry(upload.doc_id).or_default();
-            for bytes in &upload.changes {
-                let change = Change::try_from(bytes.as_slice()).expect("an uploaded change");
+            // Change chunks, or a new document's one document chunk, as the server parses them.
+            for change in parse_upload(upload).expect("an uploaded change") {
                 acknowledged.insert(change.hash());
             }
             acknowledged.extend(heads.iter().map(|hash| ChangeHash(*hash)));

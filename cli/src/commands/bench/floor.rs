@@ -2,17 +2,18 @@
 //! the server's own store, with no HTTP, no authentication and no feed.
 //!
 //! Each device's uploads go in the same batches and order as over HTTP, one thread per device,
-//! so that the writer's group commit sees the same concurrency; each batch is parsed change by
-//! change (as the server parses an upload) and merged and committed with `synchronous=FULL` by
-//! `server::store::Store::merge_unchecked`. That is what this machine can do at best for the
-//! same changes and the same durability.
+//! so that the writer's group commit sees the same concurrency; each batch is parsed as the
+//! server parses an upload (change chunks, or a new document's document chunk, whose loaded
+//! document is taken as its merge) and merged and committed with `synchronous=FULL` by
+//! `server::store::Store::merge_unchecked_parsed`. That is what this machine can do at best for
+//! the same changes and the same durability.
 
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use server::store::{DATABASE_FILE, Store};
-use sync_core::merge::parse_changes;
+use sync_core::merge::{UploadLimits, parse_upload_within};
 
 use crate::commands::bench::scenario::Batch;
 
@@ -76,12 +77,18 @@ impl Floor {
         for batch in batches {
             let uploads = batch
                 .iter()
-                .map(|(doc_id, chunks)| Ok((*doc_id, parse_changes(*doc_id, chunks)?)))
+                .map(|upload| {
+                    let limits = UploadLimits::default();
+                    let (mut inflated, mut allowance) = (limits.max_inflated_bytes, usize::MAX);
+                    let parsed =
+                        parse_upload_within(upload, limits, &mut inflated, &mut allowance)?;
+                    Ok((upload.doc_id, parsed))
+                })
                 .collect::<Result<Vec<_>>>()?;
             let received_at = chrono::Utc::now().timestamp_millis();
             stored += self
                 .store
-                .merge_unchecked(uploads, received_at)
+                .merge_unchecked_parsed(uploads, received_at)
                 .context("merging into the floor's store")?;
         }
         Ok(stored)

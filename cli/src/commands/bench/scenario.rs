@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use sync_core::ids::DocumentId;
+use sync_core::protocol::DocUpload;
 use sync_core::replica::SyncRound;
 
 use crate::client::Traffic;
@@ -21,8 +22,8 @@ use crate::commands::bench::fleet::{Admin, Device};
 /// Changes one sync request may carry (docs/sync.md: more is refused with `batch_too_large`).
 pub(crate) const MAX_CHANGES_PER_REQUEST: usize = 2_000;
 
-/// The documents and change bytes of one upload, as the floor replays them.
-pub(crate) type Batch = Vec<(DocumentId, Vec<Vec<u8>>)>;
+/// The document uploads of one request, as the floor replays them.
+pub(crate) type Batch = Vec<DocUpload>;
 
 /// What one concurrent sync of every device measured.
 #[derive(Debug, Default)]
@@ -126,14 +127,7 @@ fn sync_device(device: &mut Device, record: bool) -> Result<DeviceRun> {
             device.docs.values_mut().filter(|device_doc| chosen.contains(&device_doc.id())),
         );
         if record && !round.is_empty() {
-            run.batches.push(
-                round
-                    .request()
-                    .docs
-                    .iter()
-                    .map(|upload| (upload.doc_id, upload.changes.clone()))
-                    .collect(),
-            );
+            run.batches.push(round.request().docs.clone());
         }
         let (mut response, _) =
             device.session.sync(round.request()).context("syncing with the server")?;

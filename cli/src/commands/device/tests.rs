@@ -4,6 +4,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use clap::Parser;
+use sync_core::merge::parse_upload;
 use sync_core::protocol::{DocOutcome, DocResult, DocUpdate, SyncRequest, SyncResponse};
 
 use super::*;
@@ -365,8 +366,12 @@ fn relay() -> impl FnMut(SyncRequest) -> (u16, Vec<u8>) + Send + 'static {
         let mut results = Vec::new();
         let mut uploaded = HashSet::new();
         for upload in request.docs {
-            let stored = u32::try_from(upload.changes.len()).unwrap();
-            for change in upload.changes {
+            // A new document arrives as one document chunk: relay its changes, as the real
+            // server stores and feeds them.
+            let changes = parse_upload(&upload).expect("the device's upload parses");
+            let stored = u32::try_from(changes.len()).unwrap();
+            for change in changes {
+                let change = change.raw_bytes().to_vec();
                 uploaded.insert(change.clone());
                 feed.push((upload.doc_id, change));
             }
