@@ -198,6 +198,18 @@ const DOCUMENT_CHUNK: u8 = 0;
 const DEFLATE_BIT: u64 = 0x08;
 /// The change-metadata actor column of a document chunk: one row per change.
 const CHANGE_ACTOR_COLUMN: u64 = 0x01;
+/// What one operation of a document chunk costs the upload's inflated budget: about what
+/// automerge holds in memory for a loaded operation. With the default 64 MiB budget, one
+/// upload's document chunks hold at most a million operations; a device keeps its document
+/// chunks under [`DOCUMENT_CHUNK_OPS_PER_UPLOAD`] and sends any further new document as change
+/// chunks.
+pub const DOCUMENT_CHUNK_OP_BYTES: usize = 64;
+
+/// The operations a device puts in the document chunks of one upload: half of what the
+/// default budget allows them ([`DOCUMENT_CHUNK_OP_BYTES`]), the other half left for the
+/// upload's change bytes.
+pub const DOCUMENT_CHUNK_OPS_PER_UPLOAD: usize = 512 * 1024;
+
 /// The op action column of a document chunk: one row per operation.
 const OP_ACTION_COLUMN: u64 = 0x42;
 
@@ -235,6 +247,16 @@ fn parse_document_chunk(
             limit: limits.max_ops_per_change,
         });
     }
+    // Run-length columns can claim many operations in few bytes, and loading builds every
+    // one of them: each claimed operation comes off the upload's inflated budget at what
+    // automerge holds for it, before anything is loaded.
+    *inflated_budget = inflated_budget
+        .checked_sub(counts.ops.saturating_mul(DOCUMENT_CHUNK_OP_BYTES))
+        .ok_or_else(|| MergeError::InflateLimit {
+            doc: doc_id.to_string(),
+            index: 0,
+            limit: limits.max_inflated_bytes,
+        })?;
     // Strict: a partial load is an error (never `load_incremental`, which keeps a good
     // prefix), and the heads are verified against the changes rebuilt from the columns.
     let options = LoadOptions::new()
@@ -783,7 +805,8 @@ mod tests {
         for (a, b) in parsed.iter().zip(&from_chunks) {
             assert_eq!(a.raw_bytes(), b.raw_bytes());
         }
-        // Each change costs its raw bytes of the inflate budget and one of the allowance.
+        // Each change costs its raw bytes of the inflate budget and one of the allowance; each
+        // op what loading it holds.
         let limits = UploadLimits::default();
         let (mut budget, mut allowance) = (limits.max_inflated_bytes, 100);
         let loaded = parse_upload_within(&upload, limits, &mut budget, &mut allowance)
@@ -794,7 +817,7 @@ mod tests {
         applied.apply_changes(from_chunks.clone()).unwrap();
         assert_eq!(loaded.save(), applied.save(), "the loaded document is the applied one");
         let raw: usize = from_chunks.iter().map(|change| change.raw_bytes().len()).sum();
-        assert_eq!(limits.max_inflated_bytes - budget, raw);
+        assert_eq!(limits.max_inflated_bytes - budget, raw + ops * DOCUMENT_CHUNK_OP_BYTES);
         assert_eq!(allowance, 100 - expected.len());
     }
 
@@ -877,6 +900,15 @@ mod tests {
             Err(MergeError::TooManyChanges { .. })
         ));
         assert!(matches!(parse(largest, 200, changes), Err(MergeError::InflateLimit { .. })));
+        // Each claimed operation costs the budget what loading it holds, on top of the bytes.
+        let ops: usize = doc.get_changes(&[]).iter().map(Change::len).sum();
+        let bytes: usize = doc.get_changes(&[]).iter().map(|change| change.raw_bytes().len()).sum();
+        let needed = bytes + ops * DOCUMENT_CHUNK_OP_BYTES;
+        assert!(parse(largest, needed, changes).is_ok());
+        assert!(matches!(
+            parse(largest, needed - 1, changes),
+            Err(MergeError::InflateLimit { .. })
+        ));
     }
 
     #[test]

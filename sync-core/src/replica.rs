@@ -16,7 +16,7 @@ use automerge::{LoadOptions, OnPartialLoad, SaveOptions, VerificationMode};
 
 use crate::error::ReplicaError;
 use crate::ids::DocumentId;
-use crate::merge::heads_after;
+use crate::merge::{DOCUMENT_CHUNK_OPS_PER_UPLOAD, heads_after};
 use crate::protocol::{DocOutcome, DocUpload, Hash, SyncRequest, SyncResponse};
 use crate::records::{RecordKind, new_document};
 use crate::refork::replay_patches;
@@ -215,13 +215,21 @@ impl SyncRound {
     pub fn plan<'a>(cursor: u64, docs: impl IntoIterator<Item = &'a mut DeviceDoc>) -> Self {
         let mut uploads = Vec::new();
         let mut uploaded = HashMap::new();
+        let mut document_chunk_ops = 0;
         for device_doc in docs {
             let pending = device_doc.pending();
             if pending.is_empty() {
                 continue;
             }
             let mut pending_bytes = pending;
-            let changes = if device_doc.synced_heads.is_empty() {
+            let ops: usize = pending_bytes.iter().map(Change::len).sum();
+            // The server charges a document chunk's operations to the upload's budget
+            // (`merge::DOCUMENT_CHUNK_OP_BYTES`); past this round's share, new documents go
+            // as change chunks, which it charges by their bytes.
+            let as_document = device_doc.synced_heads.is_empty()
+                && document_chunk_ops + ops <= DOCUMENT_CHUNK_OPS_PER_UPLOAD;
+            let changes = if as_document {
+                document_chunk_ops += ops;
                 // Nothing of it is acknowledged, so every change is pending: the document
                 // travels as one document chunk, a fraction of its change chunks' size. Its
                 // columns stay uncompressed (the body is gzipped anyway), which lets the
@@ -340,4 +348,47 @@ impl SyncRound {
 /// Converts wire hashes to change hashes.
 pub fn hashes_from_wire(hashes: &[Hash]) -> Vec<ChangeHash> {
     hashes.iter().map(|hash| ChangeHash(*hash)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use automerge::transaction::Transactable as _;
+    use automerge::{ObjType, ROOT};
+
+    use super::*;
+    use crate::merge::{UploadLimits, parse_upload_within};
+
+    /// A document the server never saw: one change inserting `chars` characters.
+    fn new_document(seed: u8, chars: usize) -> DeviceDoc {
+        let mut doc = AutoCommit::new_with_encoding(TextEncoding::Utf8CodeUnit)
+            .with_actor(ActorId::from([seed; 16]));
+        let text = doc.put_object(ROOT, "narrative", ObjType::Text).unwrap();
+        doc.splice_text(&text, 0, 0, &"a".repeat(chars)).unwrap();
+        doc.commit();
+        DeviceDoc::new(DocumentId::from_bytes([seed; 16]), doc)
+    }
+
+    #[test]
+    fn new_documents_past_the_rounds_document_chunk_share_go_as_change_chunks() {
+        // Arrange: six new documents of 90,000 operations; five fit the share.
+        let per_document = 90_000;
+        let count = DOCUMENT_CHUNK_OPS_PER_UPLOAD / per_document + 1;
+        let mut docs: Vec<DeviceDoc> = (1..=count)
+            .map(|seed| new_document(u8::try_from(seed).unwrap(), per_document))
+            .collect();
+
+        // Act
+        let round = SyncRound::plan(0, docs.iter_mut());
+
+        // Assert: the chunk type byte follows the magic and the checksum; 0 is a document.
+        let as_document: Vec<bool> =
+            round.request().docs.iter().map(|upload| upload.changes[0][8] == 0).collect();
+        assert_eq!(as_document, [true, true, true, true, true, false]);
+        // The server takes the whole round within its default budget.
+        let limits = UploadLimits::default();
+        let (mut budget, mut allowance) = (limits.max_inflated_bytes, usize::MAX);
+        for upload in &round.request().docs {
+            parse_upload_within(upload, limits, &mut budget, &mut allowance).unwrap();
+        }
+    }
 }
