@@ -74,9 +74,10 @@ pub(crate) const MAX_RESPONSE_CHANGE_BYTES: usize = 8 * 1024 * 1024;
 
 /// Feed pages read and encoded at once, over all requests. A page holds up to 8 MiB of
 /// changes, twice that while it is encoded: 50 devices reading theirs at once held 1.15 GB
-/// (BENCHMARKS.md, scenario C). Two, one per core of the target machine, keep both busy and
-/// the memory bounded; a waiting request holds no page yet.
-static FEED_READS: Semaphore = Semaphore::const_new(2);
+/// (BENCHMARKS.md, scenario C). One at a time: against two, scenario C peaks at 160 MB instead
+/// of 213 MB at the same wall time, and A is about 7 % slower (the uploads' merging keeps the
+/// other core busy); a waiting request holds no page yet.
+static FEED_READS: Semaphore = Semaphore::const_new(1);
 
 /// Waits for a turn to read a feed page ([`FEED_READS`]).
 async fn feed_turn() -> Result<SemaphorePermit<'static>, ApiError> {
