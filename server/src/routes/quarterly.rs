@@ -263,10 +263,9 @@ const CASE_LIST_HEADER: [&str; 19] = [
     tag = "reports",
     params(("id" = String, Path, description = "The report id"), FormatQuery),
     responses(
-        (status = 200, description = "The stored snapshot (JSON)", body = QuarterlyReport,
-            content_type = "application/json"),
-        (status = 200, description = "Its case list as CSV (UTF-8 with a BOM)", body = String,
-            content_type = "text/csv"),
+        (status = 200, description = "The stored snapshot as JSON, or with `?format=csv` its \
+            case list as CSV (UTF-8 with a BOM)",
+            content((QuarterlyReport = "application/json"), (String = "text/csv"))),
         (status = 400, description = "`invalid_query`: a format other than json or csv", body = ErrorBody),
         (status = 401, description = "Missing or invalid token or DPoP proof", body = ErrorBody),
         (status = 403, description = "`forbidden`: not a supervisor or admin", body = ErrorBody),

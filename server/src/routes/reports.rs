@@ -155,10 +155,9 @@ pub(crate) struct OverdueBoard {
     tag = "reports",
     params(FormatQuery),
     responses(
-        (status = 200, description = "The overdue board (JSON), or as CSV with `?format=csv`",
-            body = OverdueBoard, content_type = "application/json"),
-        (status = 200, description = "The overdue board as CSV (UTF-8 with a BOM)",
-            body = String, content_type = "text/csv"),
+        (status = 200, description = "The overdue board: JSON, or with `?format=csv` CSV \
+            (UTF-8 with a BOM)",
+            content((OverdueBoard = "application/json"), (String = "text/csv"))),
         (status = 400, description = "`invalid_query`: a format other than json or csv", body = ErrorBody),
         (status = 401, description = "Missing or invalid token or DPoP proof", body = ErrorBody),
         (status = 403, description = "`forbidden`: not a supervisor or admin", body = ErrorBody),
@@ -260,10 +259,9 @@ pub(crate) struct Alerts {
     tag = "reports",
     params(FormatQuery),
     responses(
-        (status = 200, description = "The alerts (JSON)", body = Alerts,
-            content_type = "application/json"),
-        (status = 200, description = "The alerts as CSV (UTF-8 with a BOM), one row per record",
-            body = String, content_type = "text/csv"),
+        (status = 200, description = "The alerts: JSON, or with `?format=csv` CSV (UTF-8 with \
+            a BOM), one row per record",
+            content((Alerts = "application/json"), (String = "text/csv"))),
         (status = 400, description = "`invalid_query`: a format other than json or csv", body = ErrorBody),
         (status = 401, description = "Missing or invalid token or DPoP proof", body = ErrorBody),
         (status = 403, description = "`forbidden`: not a supervisor or admin", body = ErrorBody),
@@ -393,10 +391,9 @@ pub(crate) struct Assessment {
     tag = "reports",
     params(AssessmentQuery),
     responses(
-        (status = 200, description = "The assessment (JSON)", body = Assessment,
-            content_type = "application/json"),
-        (status = 200, description = "The assessment as CSV (UTF-8 with a BOM)",
-            body = String, content_type = "text/csv"),
+        (status = 200, description = "The assessment: JSON, or with `?format=csv` CSV (UTF-8 \
+            with a BOM)",
+            content((Assessment = "application/json"), (String = "text/csv"))),
         (status = 400, description = "`invalid_query`: a bad format or a day not YYYY-MM-DD", body = ErrorBody),
         (status = 401, description = "Missing or invalid token or DPoP proof", body = ErrorBody),
         (status = 403, description = "`forbidden`: not a supervisor or admin", body = ErrorBody),
@@ -525,6 +522,17 @@ mod tests {
         let schemas = &document["components"]["schemas"];
         for schema in ["OverdueBoard", "Alerts", "Assessment", "AssessmentRow", "QuarterlyReport"] {
             assert!(schemas[schema].is_object(), "{schema} in {schemas}");
+        }
+        // A report answers JSON or CSV under the one 200: both must be documented there.
+        for path in [
+            "/v1/reports/overdue",
+            "/v1/reports/alerts",
+            "/v1/reports/assessment",
+            "/v1/reports/quarterly/{id}",
+        ] {
+            let content = &document["paths"][path]["get"]["responses"]["200"]["content"];
+            assert!(content["application/json"]["schema"].is_object(), "{path}: {content}");
+            assert!(content["text/csv"].is_object(), "{path}: {content}");
         }
         let assessment = document["paths"]["/v1/reports/assessment"]["get"].to_string();
         for parameter in ["\"format\"", "\"from\"", "\"to\""] {
