@@ -51,8 +51,8 @@ use crate::store::cache::DocumentCache;
 pub(crate) use crate::store::changes::HistoryEntry;
 pub(crate) use crate::store::documents::{DocumentSummary, StoredScope};
 use crate::store::documents::{DocumentWrite, Projection, Snapshot};
-pub(crate) use crate::store::writer::WriteContext;
 use crate::store::writer::{Reply, Work, WriteJob};
+pub(crate) use crate::store::writer::{Weight, WriteContext};
 
 /// The database file inside the data directory.
 pub const DATABASE_FILE: &str = "fieldcase.sqlite";
@@ -414,17 +414,28 @@ impl Store {
         &self,
         work: impl FnOnce(&mut WriteContext<'_>) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
+        self.submit_weighted(Weight::Light, work).await
+    }
+
+    /// [`Self::submit`] for a job of the given weight: a merge of many changes goes
+    /// [`Weight::Alone`] (see `writer`).
+    pub(crate) async fn submit_weighted<T: Send + 'static>(
+        &self,
+        weight: Weight,
+        work: impl FnOnce(&mut WriteContext<'_>) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
         // A dropped reply means the job panicked; the writer rolled it back.
-        self.enqueue(work)?.await.map_err(|_| StoreError::JobPanicked)?
+        self.enqueue(weight, work)?.await.map_err(|_| StoreError::JobPanicked)?
     }
 
     /// Queues `work` for the writer and returns where its answer will arrive.
     pub(crate) fn enqueue<T: Send + 'static>(
         &self,
+        weight: Weight,
         work: impl FnOnce(&mut WriteContext<'_>) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<oneshot::Receiver<Result<T, StoreError>>, StoreError> {
         let (sender, receiver) = oneshot::channel();
-        self.send(Box::new(Work::new(work, Reply::Async(sender))))?;
+        self.send(Box::new(Work::new(work, Reply::Async(sender), weight)))?;
         Ok(receiver)
     }
 
@@ -433,8 +444,17 @@ impl Store {
         &self,
         work: impl FnOnce(&mut WriteContext<'_>) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
+        self.write_job_weighted(Weight::Light, work)
+    }
+
+    /// [`Self::write_job`] for a job of the given weight.
+    pub(crate) fn write_job_weighted<T: Send + 'static>(
+        &self,
+        weight: Weight,
+        work: impl FnOnce(&mut WriteContext<'_>) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
         let (sender, receiver) = mpsc::sync_channel(1);
-        self.send(Box::new(Work::new(work, Reply::Blocking(sender))))?;
+        self.send(Box::new(Work::new(work, Reply::Blocking(sender), weight)))?;
         receiver.recv().map_err(|_| StoreError::JobPanicked)?
     }
 
@@ -505,7 +525,7 @@ impl Store {
                 DocumentUpload { doc_id, changes, premerged }
             })
             .collect();
-        let merged = self.write_job(move |context| {
+        let merged = self.write_job_weighted(Weight::Alone, move |context| {
             merge_uploads_in(context, uploads, received_at, &Unchecked::default())
         })?;
         Ok(merged.iter().map(|doc| doc.stored).sum())

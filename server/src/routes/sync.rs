@@ -58,8 +58,8 @@ use crate::store::changes::Feed;
 use crate::store::idempotency::{self, FeedBounds, StoredAnswer};
 use crate::store::{
     Attribution, DocumentUpload, Premerged, Refusal, Store, StoreError, StoredScope, UploadPolicy,
-    WriteContext, changes, device_documents, devices, documents, merge_uploads_in, quarantine,
-    registry, review, review_flags,
+    Weight, WriteContext, changes, device_documents, devices, documents, merge_uploads_in,
+    quarantine, registry, review, review_flags,
 };
 
 /// 8 MiB: the largest sync body accepted, checked before any parsing (SECURITY.md B-25).
@@ -175,7 +175,10 @@ async fn upload_changes(
         }
         Prepared::Round(round) => {
             let device = round.device.clone();
-            let answer = state.store().submit(move |context| round.run(context)).await?;
+            // A round that merges changes runs in a transaction of its own (`writer`).
+            let weight = if round.policy.is_some() { Weight::Alone } else { Weight::Light };
+            let answer =
+                state.store().submit_weighted(weight, move |context| round.run(context)).await?;
             drop(turn);
             finish(&state, device, answer).await?
         }

@@ -17,7 +17,7 @@ use crate::fixtures::{actor, chunks, doc_id, new_inspection, set_outcome, temp_s
 use crate::store::check::check_database;
 use crate::store::{
     DATABASE_FILE, DocumentUpload, MAX_DOCUMENT_BYTES, Refusal, SNAPSHOT_INTERVAL, Store,
-    StoreError, StoreOptions, Unchecked, Visibility, changes, documents, merge_uploads_in,
+    StoreError, StoreOptions, Unchecked, Visibility, Weight, changes, documents, merge_uploads_in,
 };
 
 const NOW: i64 = 1_700_000_000_000;
@@ -267,7 +267,7 @@ fn concurrent_uploads_commit_as_one_group_and_a_failing_job_leaves_the_others_st
     let (_dir, store) = temp_store();
     let (release, gate) = std::sync::mpsc::channel::<()>();
     let held = store
-        .enqueue(move |_| {
+        .enqueue(Weight::Light, move |_| {
             gate.recv().expect("the test releases the writer");
             Ok(())
         })
@@ -282,7 +282,7 @@ fn concurrent_uploads_commit_as_one_group_and_a_failing_job_leaves_the_others_st
         expected_heads.push((id, doc.get_heads()));
         waiting.push(
             store
-                .enqueue(move |context| {
+                .enqueue(Weight::Light, move |context| {
                     merge_uploads_in(context, vec![upload], NOW, &Unchecked::default())
                 })
                 .unwrap(),
@@ -294,7 +294,7 @@ fn concurrent_uploads_commit_as_one_group_and_a_failing_job_leaves_the_others_st
     set_outcome(&mut orphan, "referral");
     let orphan_upload = parsed(orphan_id, &mut orphan, &creation);
     let failing = store
-        .enqueue(move |context| {
+        .enqueue(Weight::Light, move |context| {
             merge_uploads_in(context, vec![orphan_upload], NOW, &Unchecked::default())
         })
         .unwrap();
@@ -313,6 +313,78 @@ fn concurrent_uploads_commit_as_one_group_and_a_failing_job_leaves_the_others_st
     let refused = failing.blocking_recv().unwrap().expect_err("the orphan is refused");
     assert!(matches!(refused, StoreError::Merge(MergeError::MissingDeps { .. })), "{refused:?}");
     assert!(store.document(orphan_id).unwrap().is_none());
+    assert_eq!(store.change_rows(), 8);
+}
+
+#[test]
+fn a_failing_job_without_a_savepoint_undoes_only_itself_whatever_the_weights() {
+    // Arrange: behind a held job wait, in order, a merge sent alone (first of its transaction,
+    // so without a savepoint) that fails after writing, two good light merges, a good merge sent alone (it
+    // starts a transaction of its own), a failing light merge (inside a savepoint, after a job
+    // sent alone) and a last good light merge.
+    let (_dir, store) = temp_store();
+    let (release, gate) = std::sync::mpsc::channel::<()>();
+    let held = store
+        .enqueue(Weight::Light, move |_| {
+            gate.recv().expect("the test releases the writer");
+            Ok(())
+        })
+        .unwrap();
+    let orphan = |byte| {
+        let id = doc_id(byte);
+        let mut doc = new_inspection(&actor(byte), id);
+        let creation = doc.get_heads();
+        set_outcome(&mut doc, "referral");
+        (id, parsed(id, &mut doc, &creation))
+    };
+    let good = |byte| {
+        let id = doc_id(byte);
+        let mut doc = new_inspection(&actor(byte), id);
+        set_outcome(&mut doc, "referral");
+        let upload = parsed(id, &mut doc, &[]);
+        (id, doc.get_heads(), upload)
+    };
+    let merge = |weight, upload| {
+        store
+            .enqueue(weight, move |context| {
+                merge_uploads_in(context, vec![upload], NOW, &Unchecked::default())
+            })
+            .unwrap()
+    };
+    // The first fails after writing: a good merge, then an error.
+    let (first_failed, _, first_upload) = good(40);
+    let failing_first = store
+        .enqueue(Weight::Alone, move |context| {
+            merge_uploads_in(context, vec![first_upload], NOW, &Unchecked::default())?;
+            Err::<(), _>(StoreError::JobPanicked)
+        })
+        .unwrap();
+    let mut waiting = Vec::new();
+    for (byte, weight) in [(41, Weight::Light), (42, Weight::Light), (43, Weight::Alone)] {
+        let (id, heads, upload) = good(byte);
+        waiting.push((id, heads, merge(weight, upload)));
+    }
+    let (second_orphan, second_upload) = orphan(44);
+    let failing_later = merge(Weight::Light, second_upload);
+    let (id, heads, upload) = good(45);
+    waiting.push((id, heads, merge(Weight::Light, upload)));
+
+    // Act
+    release.send(()).unwrap();
+
+    // Assert: every good merge is stored; each orphan alone is refused.
+    held.blocking_recv().unwrap().unwrap();
+    let failed = failing_first.blocking_recv().unwrap().expect_err("the first job failed");
+    assert!(matches!(failed, StoreError::JobPanicked), "{failed:?}");
+    let refused = failing_later.blocking_recv().unwrap().expect_err("the orphan is refused");
+    assert!(matches!(refused, StoreError::Merge(MergeError::MissingDeps { .. })));
+    for (id, heads, answer) in waiting {
+        answer.blocking_recv().unwrap().expect("a good upload is acknowledged");
+        assert_eq!(store.document(id).unwrap().expect("stored").get_heads(), heads);
+    }
+    for id in [first_failed, second_orphan] {
+        assert!(store.document(id).unwrap().is_none());
+    }
     assert_eq!(store.change_rows(), 8);
 }
 
