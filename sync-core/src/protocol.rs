@@ -144,7 +144,8 @@ impl SyncResponse {
 fn encode<T: Serialize>(message: &T) -> Vec<u8> {
     // Sized exactly first: an answer carries up to 8 MiB of feed, and a buffer grown by
     // doubling would hold up to 16 MiB, with both copies alive while it grows.
-    let size = postcard::experimental::serialized_size(message).expect("sizing a message cannot fail");
+    let size =
+        postcard::experimental::serialized_size(message).expect("sizing a message cannot fail");
     let mut out = Vec::with_capacity(MAGIC.len() + 1 + size);
     out.extend_from_slice(MAGIC);
     out.push(PROTOCOL_VERSION);

@@ -183,7 +183,21 @@ impl DeviceDoc {
 /// One sync round trip: the request built from pending changes, and how to apply the answer.
 pub struct SyncRound {
     request: SyncRequest,
-    uploaded: HashMap<DocumentId, Vec<Change>>,
+    uploaded: HashMap<DocumentId, Uploaded>,
+}
+
+/// What a round sent of one document, to acknowledge when the server accepts it.
+#[derive(Debug, Default)]
+enum Uploaded {
+    /// Its pending changes, as change chunks.
+    Changes(Vec<Change>),
+    /// The whole document, as one document chunk: everything up to these heads. Listing its
+    /// changes would re-encode every operation (`get_changes`), a third of a device's work in a
+    /// first sync, for an acknowledgement the heads already give.
+    Through(Vec<ChangeHash>),
+    /// Nothing (a document the round did not upload).
+    #[default]
+    Nothing,
 }
 
 /// What a round changed on the device.
@@ -217,38 +231,42 @@ impl SyncRound {
         let mut uploaded = HashMap::new();
         let mut document_chunk_ops = 0;
         for device_doc in docs {
-            let pending = device_doc.pending();
-            if pending.is_empty() {
+            if !device_doc.has_pending() {
                 continue;
             }
-            let mut pending_bytes = pending;
-            let ops: usize = pending_bytes.iter().map(Change::len).sum();
-            // The server charges a document chunk's operations to the upload's budget
-            // (`merge::DOCUMENT_CHUNK_OP_BYTES`); past this round's share, new documents go
-            // as change chunks, which it charges by their bytes.
-            let as_document = device_doc.synced_heads.is_empty()
-                && document_chunk_ops + ops <= DOCUMENT_CHUNK_OPS_PER_UPLOAD;
-            let changes = if as_document {
-                document_chunk_ops += ops;
-                // Nothing of it is acknowledged, so every change is pending: the document
-                // travels as one document chunk, a fraction of its change chunks' size. Its
-                // columns stay uncompressed (the body is gzipped anyway), which lets the
-                // server refuse deflated columns and bound its work before loading it.
-                vec![
-                    device_doc
+            let heads = device_doc.doc.get_heads();
+            if device_doc.synced_heads.is_empty() {
+                // Nothing of it is acknowledged, so every operation is pending. The server
+                // charges a document chunk's operations to the upload's budget
+                // (`merge::DOCUMENT_CHUNK_OP_BYTES`); past this round's share, new documents
+                // go as change chunks, which it charges by their bytes.
+                let ops = usize::try_from(device_doc.doc.stats().num_ops).unwrap_or(usize::MAX);
+                if document_chunk_ops + ops <= DOCUMENT_CHUNK_OPS_PER_UPLOAD {
+                    document_chunk_ops += ops;
+                    // One document chunk, a fraction of its change chunks' size. Its columns
+                    // stay uncompressed (the body is gzipped anyway), which lets the server
+                    // refuse deflated columns and bound its work before loading it.
+                    let chunk = device_doc
                         .doc
-                        .save_with_options(SaveOptions { deflate: false, retain_orphans: false }),
-                ]
-            } else {
-                pending_bytes.iter_mut().map(|change| change.bytes().into_owned()).collect()
-            };
+                        .save_with_options(SaveOptions { deflate: false, retain_orphans: false });
+                    uploads.push(DocUpload {
+                        doc_id: device_doc.id,
+                        base_heads: Vec::new(),
+                        heads: heads.iter().map(|hash| hash.0).collect(),
+                        changes: vec![chunk],
+                    });
+                    uploaded.insert(device_doc.id, Uploaded::Through(heads));
+                    continue;
+                }
+            }
+            let mut pending = device_doc.pending();
             uploads.push(DocUpload {
                 doc_id: device_doc.id,
                 base_heads: device_doc.synced_heads.iter().map(|hash| hash.0).collect(),
-                heads: device_doc.doc.get_heads().iter().map(|hash| hash.0).collect(),
-                changes,
+                heads: heads.iter().map(|hash| hash.0).collect(),
+                changes: pending.iter_mut().map(|change| change.bytes().into_owned()).collect(),
             });
-            uploaded.insert(device_doc.id, pending_bytes);
+            uploaded.insert(device_doc.id, Uploaded::Changes(pending));
         }
         Self { request: SyncRequest { cursor, docs: uploads }, uploaded }
     }
@@ -281,7 +299,7 @@ impl SyncRound {
             more: response.more,
             ..RoundOutcome::default()
         };
-        let mut acknowledged: HashMap<DocumentId, Vec<Change>> = HashMap::new();
+        let mut acknowledged: HashMap<DocumentId, Uploaded> = HashMap::new();
         for result in response.results {
             let uploaded = self.uploaded.remove(&result.doc_id).unwrap_or_default();
             match result.outcome {
@@ -331,9 +349,13 @@ impl SyncRound {
             acknowledged.keys().chain(received.keys()).copied().collect();
         for id in ids {
             let Some(device_doc) = docs.get_mut(&id) else { continue };
-            let mut added = acknowledged.remove(&id).unwrap_or_default();
+            let (base, mut added) = match acknowledged.remove(&id).unwrap_or_default() {
+                Uploaded::Through(heads) => (heads, Vec::new()),
+                Uploaded::Changes(changes) => (device_doc.synced_heads.clone(), changes),
+                Uploaded::Nothing => (device_doc.synced_heads.clone(), Vec::new()),
+            };
             added.extend(received.remove(&id).unwrap_or_default());
-            device_doc.synced_heads = heads_after(&device_doc.synced_heads, &added);
+            device_doc.synced_heads = heads_after(&base, &added);
             outcome.touched.insert(id);
         }
         for id in response.evict {
@@ -357,6 +379,7 @@ mod tests {
 
     use super::*;
     use crate::merge::{UploadLimits, parse_upload_within};
+    use crate::protocol::DocResult;
 
     /// A document the server never saw: one change inserting `chars` characters.
     fn new_document(seed: u8, chars: usize) -> DeviceDoc {
@@ -390,5 +413,41 @@ mod tests {
         for upload in &round.request().docs {
             parse_upload_within(upload, limits, &mut budget, &mut allowance).unwrap();
         }
+    }
+
+    #[test]
+    fn an_accepted_document_chunk_acknowledges_the_heads_it_was_planned_at() {
+        // Arrange: a new document goes up whole; the device edits it while the round is out.
+        let mut device_doc = new_document(7, 10);
+        let round = SyncRound::plan(0, [&mut device_doc]);
+        let planned = device_doc.heads();
+        let narrative = device_doc.doc.get(ROOT, "narrative").unwrap().unwrap().1;
+        device_doc.doc_mut().splice_text(&narrative, 0, 0, "b").unwrap();
+        device_doc.doc_mut().commit();
+        let id = device_doc.id();
+        let accepted = SyncResponse {
+            cursor: 1,
+            more: false,
+            results: vec![DocResult {
+                doc_id: id,
+                outcome: DocOutcome::Accepted {
+                    heads: planned.iter().map(|hash| hash.0).collect(),
+                    stored: 1,
+                },
+            }],
+            updates: Vec::new(),
+            evict: Vec::new(),
+        };
+        let mut docs = BTreeMap::from([(id, device_doc)]);
+
+        // Act
+        let outcome = round.apply(accepted, &mut docs, &ActorId::from([7; 16])).unwrap();
+
+        // Assert: acknowledged up to the planned heads; only the later edit stays pending.
+        let device_doc = docs.get_mut(&id).unwrap();
+        assert_eq!((outcome.uploaded, device_doc.synced_heads()), (1, planned.as_slice()));
+        let pending = device_doc.pending();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].deps(), planned.as_slice());
     }
 }
