@@ -631,9 +631,10 @@ impl Drop for Store {
 ///
 /// Each document comes from the group, the cache, the store or starts empty; its new changes
 /// are merged in one call. Every check (scope, actors, quota) runs before the first write;
-/// any error leaves the job's savepoint to be rolled back, and the documents it took are
-/// dropped, to be reloaded from the untouched store. The merged documents are staged for
-/// the cache, which they reach only after `COMMIT`.
+/// any error leaves the job's writes to be rolled back (its savepoint, or its transaction when
+/// it is the first of one), and the documents it took are dropped, to be reloaded from the
+/// untouched store. The merged documents are staged for the cache, which they reach only after
+/// `COMMIT`.
 ///
 /// # Errors
 /// [`StoreError::Merge`] when a document refuses its changes, [`StoreError::DuplicateChange`]
@@ -751,7 +752,7 @@ impl WorkingDocument {
     }
 
     /// Appends the new changes, updates the document's row and projects its evidence blobs,
-    /// inside the caller's savepoint.
+    /// inside the caller's job.
     fn write(
         &mut self,
         connection: &Connection,
