@@ -260,11 +260,11 @@ fn stored_change_bytes_are_counted_per_document() {
     assert_eq!(counted, i64::try_from(stored).unwrap());
 }
 
-#[test]
-fn concurrent_uploads_commit_as_one_group_and_a_failing_job_leaves_the_others_stored() {
-    // Arrange: a job holds the writer until five uploads (one of them an orphan change) wait
-    // behind it, so that the writer drains them into one group.
-    let (_dir, store) = temp_store();
+/// Queues a job that holds the writer until the returned sender is sent to, so that the jobs
+/// queued meanwhile wait behind it; the receiver gets that job's answer.
+fn hold_writer(
+    store: &Store,
+) -> (std::sync::mpsc::Sender<()>, tokio::sync::oneshot::Receiver<Result<(), StoreError>>) {
     let (release, gate) = std::sync::mpsc::channel::<()>();
     let held = store
         .enqueue(Weight::Light, move |_| {
@@ -272,6 +272,15 @@ fn concurrent_uploads_commit_as_one_group_and_a_failing_job_leaves_the_others_st
             Ok(())
         })
         .unwrap();
+    (release, held)
+}
+
+#[test]
+fn concurrent_uploads_commit_as_one_group_and_a_failing_job_leaves_the_others_stored() {
+    // Arrange: a job holds the writer until five uploads (one of them an orphan change) wait
+    // behind it, so that the writer drains them into one group.
+    let (_dir, store) = temp_store();
+    let (release, held) = hold_writer(&store);
     let mut waiting = Vec::new();
     let mut expected_heads = Vec::new();
     for byte in 20..24 {
@@ -318,18 +327,12 @@ fn concurrent_uploads_commit_as_one_group_and_a_failing_job_leaves_the_others_st
 
 #[test]
 fn a_failing_job_without_a_savepoint_undoes_only_itself_whatever_the_weights() {
-    // Arrange: behind a held job wait, in order, a merge sent alone (first of its transaction,
-    // so without a savepoint) that fails after writing, two good light merges, a good merge sent alone (it
-    // starts a transaction of its own), a failing light merge (inside a savepoint, after a job
-    // sent alone) and a last good light merge.
+    // Arrange: behind a held job wait, in order, a merge sent alone (first of its
+    // transaction, so without a savepoint) that fails after writing, two good light merges, a
+    // good merge sent alone (it starts a transaction of its own), a failing light merge
+    // (inside a savepoint, after a job sent alone) and a last good light merge.
     let (_dir, store) = temp_store();
-    let (release, gate) = std::sync::mpsc::channel::<()>();
-    let held = store
-        .enqueue(Weight::Light, move |_| {
-            gate.recv().expect("the test releases the writer");
-            Ok(())
-        })
-        .unwrap();
+    let (release, held) = hold_writer(&store);
     let orphan = |byte| {
         let id = doc_id(byte);
         let mut doc = new_inspection(&actor(byte), id);
