@@ -1,18 +1,17 @@
 //! The durable store: the append-only change log and the document table in one SQLite file,
 //! with a bounded cache of loaded documents in front of it. The only module that contains SQL.
 //!
-//! One writer thread (`writer`) owns the write connection and commits the jobs that wait in
-//! one transaction (a sync merge in one of its own): it takes the touched documents out of the cache,
+//! One writer thread (`writer`) owns the write connection and commits every job that waits in
+//! one transaction, a savepoint per job: it takes the touched documents out of the cache,
 //! merges, writes, and puts the documents back only after `COMMIT`, so a change is
 //! acknowledged only once it is durable and a failed job leaves both the database and the
 //! cache as they were. Readers use a small pool of read-only connections and never wait for
-//! the writer (WAL); a thread of its own checkpoints the WAL (`checkpoint`).
+//! the writer (WAL).
 
 pub(crate) mod blobs;
 mod cache;
 pub(crate) mod changes;
 pub mod check;
-mod checkpoint;
 pub(crate) mod deadlines;
 pub(crate) mod device_documents;
 pub(crate) mod devices;
@@ -367,8 +366,6 @@ pub struct Store {
     // Invariant: `Some` until drop, which closes it so that the writer thread ends.
     jobs: Option<Sender<Box<dyn WriteJob>>>,
     writer: Option<JoinHandle<()>>,
-    // Ends once the writer (which holds its nudge) has.
-    checkpointer: Option<JoinHandle<()>>,
     idle_readers: Mutex<Vec<Connection>>,
     cache: Arc<DocumentCache>,
 }
@@ -389,19 +386,17 @@ impl Store {
     /// As [`Store::open`], and when the thread cannot be started.
     pub fn open_with(path: &Path, options: StoreOptions) -> Result<Self, StoreError> {
         let connection = schema::open_writer(path, options.max_db_size)?;
-        let (nudge, checkpointer) = checkpoint::start(path)?;
         let cache = Arc::new(DocumentCache::new(CACHE_CAPACITY));
         let (sender, receiver) = mpsc::channel::<Box<dyn WriteJob>>();
         let writer_cache = Arc::clone(&cache);
         let writer = std::thread::Builder::new()
             .name("fieldcase-writer".to_owned())
-            .spawn(move || writer::run(connection, &receiver, &writer_cache, &nudge))
+            .spawn(move || writer::run(connection, &receiver, &writer_cache))
             .map_err(|err| StoreError::Io(err.to_string()))?;
         Ok(Self {
             path: path.to_owned(),
             jobs: Some(sender),
             writer: Some(writer),
-            checkpointer: Some(checkpointer),
             idle_readers: Mutex::new(Vec::new()),
             cache,
         })
@@ -617,12 +612,6 @@ impl Drop for Store {
             && writer.join().is_err()
         {
             tracing::error!("the writer thread panicked");
-        }
-        // The writer dropped its nudge on the way out, which ends the checkpoint thread too.
-        if let Some(checkpointer) = self.checkpointer.take()
-            && checkpointer.join().is_err()
-        {
-            tracing::error!("the checkpoint thread panicked");
         }
     }
 }

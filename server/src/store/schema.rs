@@ -471,8 +471,6 @@ pub(crate) fn open_writer(path: &Path, max_db_size: Option<u64>) -> Result<Conne
     }
     connection.pragma_update(None, "synchronous", "FULL")?;
     connection.pragma_update(None, "foreign_keys", "ON")?;
-    // Checkpoints run on their own thread (`checkpoint`), not inside the writer's commits.
-    connection.pragma_update(None, "wal_autocheckpoint", 0)?;
     connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
     migrate(&mut connection)?;
     if let Some(max_db_size) = max_db_size {
@@ -482,16 +480,6 @@ pub(crate) fn open_writer(path: &Path, max_db_size: Option<u64>) -> Result<Conne
         // shrinks, it only stops growing.
         connection.pragma_update(None, "max_page_count", pages.max(1))?;
     }
-    Ok(connection)
-}
-
-/// Opens the connection that checkpoints the WAL (`checkpoint`) of a database the writer has
-/// already created; with `synchronous=FULL`, a checkpoint fsyncs the database file before the
-/// WAL is reused.
-pub(crate) fn open_checkpointer(path: &Path) -> Result<Connection, StoreError> {
-    let connection = Connection::open(path)?;
-    connection.busy_timeout(BUSY_TIMEOUT)?;
-    connection.pragma_update(None, "synchronous", "FULL")?;
     Ok(connection)
 }
 

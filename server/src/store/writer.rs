@@ -32,7 +32,6 @@ use sync_core::ids::DocumentId;
 use tokio::sync::oneshot;
 
 use crate::store::cache::DocumentCache;
-use crate::store::checkpoint::Nudge;
 use crate::store::{StoreError, documents};
 
 /// Jobs run in one group at most; bounds the latency a long queue adds to its first job.
@@ -176,7 +175,6 @@ pub(crate) fn run(
     connection: Connection,
     jobs: &Receiver<Box<dyn WriteJob>>,
     cache: &Arc<DocumentCache>,
-    nudge: &Nudge,
 ) {
     while let Ok(first) = jobs.recv() {
         let mut batch = VecDeque::from([first]);
@@ -188,7 +186,6 @@ pub(crate) fn run(
         }
         while !batch.is_empty() {
             run_group(&connection, cache, &mut batch);
-            nudge.committed();
         }
     }
     // The store is gone: close the write connection before the thread ends, so a reopen of
