@@ -303,7 +303,7 @@ impl Premerged {
         if new_changes.is_empty() {
             return None;
         }
-        let projection = project_created(&doc, &new_changes);
+        let projection = Projection::of(&doc);
         Some(Self { doc, new_changes, projection, _slot: slot })
     }
 }
@@ -323,18 +323,9 @@ impl Premerged {
             return None;
         }
         let slot = PremergedSlot::take()?;
-        let projection = project_created(&doc, changes);
+        let projection = Projection::of(&doc);
         Some(Self { doc, new_changes: changes.to_vec(), projection, _slot: slot })
     }
-}
-
-/// The projection of a document an upload creates: one all of whose changes one actor wrote
-/// (a record's first upload from its device) has no concurrent values, so the walk for
-/// conflicts is skipped.
-fn project_created(doc: &Automerge, new_changes: &[Change]) -> Projection {
-    let single_actor =
-        new_changes.iter().all(|change| change.actor_id() == new_changes[0].actor_id());
-    if single_actor { Projection::of_single_actor(doc) } else { Projection::of(doc) }
 }
 
 /// What a merge did to one document.
@@ -678,7 +669,6 @@ pub(crate) fn merge_uploads_in(
         }
         let projection = match item.projection.take() {
             Some(premerged) => premerged,
-            None if item.created => project_created(&item.doc, &item.new_changes),
             None => Projection::of(&item.doc),
         };
         if item.created {

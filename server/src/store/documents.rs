@@ -91,15 +91,14 @@ impl Projection {
     ///
     /// This is the one hydration of the record per merge: the scope check of a new document,
     /// the findings and the evidence links all read the record from here.
+    ///
+    /// A document whose every operation one actor wrote (one device's own record, until
+    /// another device or a supervisor writes to it) has one chain of history: no field holds
+    /// concurrent values, so the walk for conflicts is skipped. It was about a third of the
+    /// projection's cost, and a sixth of the writer's time in a resync (BENCHMARKS.md).
     pub(crate) fn of(doc: &Automerge) -> Self {
-        Self::with_conflicts(doc, i64::try_from(field_conflicts(doc).len()).unwrap_or(i64::MAX))
-    }
-
-    /// [`Self::of`] a document whose every change one actor wrote: its history is one chain,
-    /// so no field holds concurrent values and the walk for conflicts (about a third of the
-    /// projection's cost, BENCHMARKS.md) is skipped.
-    pub(crate) fn of_single_actor(doc: &Automerge) -> Self {
-        Self::with_conflicts(doc, 0)
+        let conflicts = if doc.stats().num_actors <= 1 { 0 } else { field_conflicts(doc).len() };
+        Self::with_conflicts(doc, i64::try_from(conflicts).unwrap_or(i64::MAX))
     }
 
     fn with_conflicts(doc: &Automerge, conflicts: i64) -> Self {
