@@ -306,9 +306,7 @@ impl Premerged {
         let projection = Projection::of(&doc);
         Some(Self { doc, new_changes, projection, _slot: slot })
     }
-}
 
-impl Premerged {
     /// Takes a document loaded from an uploaded document chunk as the merge of its `changes`
     /// into an empty document, which it is (`merge::parse_upload_within`), so they are not
     /// applied a second time; `None` where [`merge_changes`] would refuse them (more than
@@ -667,10 +665,7 @@ pub(crate) fn merge_uploads_in(
         if item.new_changes.is_empty() {
             continue;
         }
-        let projection = match item.projection.take() {
-            Some(premerged) => premerged,
-            None => Projection::of(&item.doc),
-        };
+        let projection = item.projection.take().unwrap_or_else(|| Projection::of(&item.doc));
         if item.created {
             policy.check_created(item.doc_id, projection.hydrated())?;
         }

@@ -187,17 +187,20 @@ pub struct SyncRound {
 }
 
 /// What a round sent of one document, to acknowledge when the server accepts it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 enum Uploaded {
-    /// Its pending changes, as change chunks.
+    /// Its pending changes, as change chunks (none for a document the round did not upload).
     Changes(Vec<Change>),
     /// The whole document, as one document chunk: everything up to these heads. Listing its
     /// changes would re-encode every operation (`get_changes`), a third of a device's work in a
     /// first sync, for an acknowledgement the heads already give.
     Through(Vec<ChangeHash>),
-    /// Nothing (a document the round did not upload).
-    #[default]
-    Nothing,
+}
+
+impl Default for Uploaded {
+    fn default() -> Self {
+        Self::Changes(Vec::new())
+    }
 }
 
 /// What a round changed on the device.
@@ -352,7 +355,6 @@ impl SyncRound {
             let (base, mut added) = match acknowledged.remove(&id).unwrap_or_default() {
                 Uploaded::Through(heads) => (heads, Vec::new()),
                 Uploaded::Changes(changes) => (device_doc.synced_heads.clone(), changes),
-                Uploaded::Nothing => (device_doc.synced_heads.clone(), Vec::new()),
             };
             added.extend(received.remove(&id).unwrap_or_default());
             device_doc.synced_heads = heads_after(&base, &added);

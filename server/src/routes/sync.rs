@@ -243,15 +243,7 @@ async fn finish(
         run_blocking(move || Ok(store.read(|tx| bounds.read(tx, MAX_RESPONSE_CHANGE_BYTES))?))
             .await?;
     let delivered = delivered_documents(&feed);
-    if !delivered.is_empty() {
-        state
-            .store()
-            .submit(move |context| {
-                let township = bounds_township.as_deref();
-                device_documents::record(context.connection(), &device, delivered, all, township)
-            })
-            .await?;
-    }
+    record_delivery(state, device, delivered, all, bounds_township, false).await?;
     let mut response = SyncResponse::decode(&answer.response).map_err(|err| {
         ApiError::Internal(anyhow::anyhow!("a stored sync answer does not decode: {err}"))
     })?;
@@ -259,6 +251,36 @@ async fn finish(
     response.more = feed.more;
     response.updates = feed.updates;
     Ok(response.encode())
+}
+
+/// Records, in a writer job awaited before the answer goes out, the documents a feed page
+/// delivers as held by `device`, and when `evict_due` lists and forgets those it may no longer
+/// see (returned); no job when there is nothing to record.
+async fn record_delivery(
+    state: &AppState,
+    device: String,
+    delivered: Vec<DocumentId>,
+    all: bool,
+    township: Option<String>,
+    evict_due: bool,
+) -> Result<Vec<DocumentId>, ApiError> {
+    if delivered.is_empty() && !evict_due {
+        return Ok(Vec::new());
+    }
+    let evict = state
+        .store()
+        .submit(move |context| {
+            let connection = context.connection();
+            let township = township.as_deref();
+            device_documents::record(connection, &device, delivered, all, township)?;
+            if evict_due {
+                device_documents::evict(connection, &device, all, township)
+            } else {
+                Ok(Vec::new())
+            }
+        })
+        .await?;
+    Ok(evict)
 }
 
 /// The documents a feed page delivers, each once.
@@ -281,36 +303,14 @@ fn delivered_documents(feed: &Feed) -> Vec<DocumentId> {
 async fn pull(state: &AppState, round: SyncRound) -> Result<Vec<u8>, ApiError> {
     let _turn = feed_turn().await?;
     let store = state.store().clone();
-    let pulled = run_blocking(move || Ok(store.read(|tx| round.read_pull(tx))?)).await?;
-    let mut evict = Vec::new();
-    if !pulled.delivered.is_empty() || pulled.evict_due {
-        let PulledRound { device, all, township, evict_due, .. } = &pulled;
-        let (device, all, township, evict_due) =
-            (device.clone(), *all, township.clone(), *evict_due);
-        let delivered = pulled.delivered.clone();
-        evict = state
-            .store()
-            .submit(move |context| {
-                let connection = context.connection();
-                let township = township.as_deref();
-                device_documents::record(connection, &device, delivered, all, township)?;
-                if evict_due {
-                    device_documents::evict(connection, &device, all, township)
-                } else {
-                    Ok(Vec::new())
-                }
-            })
-            .await?;
-    }
+    let PulledRound { device, all, township, resync, feed, delivered, evict_due } =
+        run_blocking(move || Ok(store.read(|tx| round.read_pull(tx))?)).await?;
+    let evict = record_delivery(state, device, delivered, all, township, evict_due).await?;
     Ok(SyncResponse {
-        cursor: pulled.feed.cursor,
-        more: pulled.feed.more,
-        results: pulled
-            .resync
-            .into_iter()
-            .map(|(doc_id, heads)| resync_result(doc_id, &heads))
-            .collect(),
-        updates: pulled.feed.updates,
+        cursor: feed.cursor,
+        more: feed.more,
+        results: resync.into_iter().map(|(doc_id, heads)| resync_result(doc_id, &heads)).collect(),
+        updates: feed.updates,
         evict,
     }
     .encode())
@@ -908,7 +908,7 @@ impl SyncRound {
     }
 
     /// Merges, records what the device holds, lists what it must evict and stores the answer
-    /// under the key, all in the job's savepoint: the answer exists only if everything it
+    /// under the key, all in the job's transaction: the answer exists only if everything it
     /// acknowledges committed. The feed page is not read here but fixed by its bounds (the
     /// last feed sequence of this snapshot), stored with the answer and read after `COMMIT`.
     fn run(mut self, context: &mut WriteContext<'_>) -> Result<RoundAnswer, StoreError> {

@@ -72,7 +72,7 @@ const INSERT_COLUMNS: &str = "(hash, doc_id, actor, seq, deps, bytes, message, d
 /// # Errors
 /// [`StoreError::DuplicateChange`] when a change is already stored (for another document,
 /// since the merge skips changes the document holds); the failed statement wrote nothing and
-/// the caller's savepoint undoes the rest.
+/// the writer rolls the rest of the job back.
 pub(crate) fn insert_all(
     connection: &Connection,
     doc_id: DocumentId,
