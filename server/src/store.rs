@@ -12,6 +12,7 @@ pub(crate) mod blobs;
 mod cache;
 pub(crate) mod changes;
 pub mod check;
+pub(crate) mod creations;
 pub(crate) mod deadlines;
 pub(crate) mod device_documents;
 pub(crate) mod devices;
@@ -759,6 +760,20 @@ impl WorkingDocument {
             }
         };
         let snapshot = snapshot_due.then(|| Snapshot { bytes: self.doc.save(), feed_seq });
+        if self.created
+            && let Some(snapshot) = &snapshot
+        {
+            // The document holds exactly the changes just appended, which took consecutive
+            // feed sequences: the feed may send it whole in their place.
+            let added = i64::try_from(self.new_changes.len()).expect("a batch is far below 2^63");
+            creations::insert(
+                connection,
+                self.doc_id,
+                feed_seq - added + 1,
+                feed_seq,
+                &snapshot.bytes,
+            )?;
+        }
         // Made by the checks; a caller that skipped them still gets a correct projection.
         let projection = self.projection.take().unwrap_or_else(|| Projection::of(&self.doc));
         documents::upsert(

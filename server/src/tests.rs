@@ -17,6 +17,7 @@ use sync_core::body;
 use sync_core::edit::set_field;
 use sync_core::ids::DocumentId;
 use sync_core::protocol::{CONTENT_TYPE, DocOutcome, DocUpload, SyncRequest, SyncResponse};
+use sync_core::replica::changes_in;
 use sync_core::view::DocumentView;
 use tempfile::TempDir;
 use tower::ServiceExt;
@@ -498,11 +499,7 @@ async fn a_second_device_receives_the_first_devices_changes() {
     // Assert: B gets both of A's changes, not its own, and converges with the server.
     assert_eq!(response.updates.len(), 1);
     assert_eq!(response.updates[0].doc_id, id);
-    let received: Vec<Change> = response.updates[0]
-        .changes
-        .iter()
-        .map(|bytes| Change::try_from(bytes.as_slice()).expect("the server sends valid changes"))
-        .collect();
+    let received = changes_in(&response.updates[0].changes).expect("the server sends valid chunks");
     let from_a: Vec<ChangeHash> = device_a.get_changes(&[]).iter().map(Change::hash).collect();
     assert_eq!(received.iter().map(Change::hash).collect::<Vec<_>>(), from_a);
     assert_eq!(response.cursor, 3);
@@ -612,15 +609,20 @@ async fn an_empty_sync_returns_the_feed_after_the_cursor() {
     let after_first = api.sync(&officer, &request_for(1, vec![])).await;
     let nothing = api.sync(&officer, &request_for(2, vec![])).await;
 
-    assert_eq!(everything.updates[0].changes.len(), 2);
+    // From the start, the document comes whole, as the upload that created it left it; after
+    // its first change, the rest comes change by change.
+    let mut whole = AutoCommit::load(&everything.updates[0].changes[0]).expect("a saved document");
+    assert_eq!(everything.updates[0].changes.len(), 1);
+    assert_eq!(whole.get_changes(&[]).len(), 2);
     assert_eq!(after_first.updates[0].changes.len(), 1);
     assert!(nothing.updates.is_empty());
     for response in [&everything, &after_first, &nothing] {
         assert_eq!((response.cursor, response.more), (2, false));
         assert!(response.results.is_empty());
     }
-    let mut creation = first_change(&mut doc);
-    assert_eq!(everything.updates[0].changes[0], creation.bytes().into_owned());
+    assert_eq!(whole.get_heads(), doc.get_heads());
+    let mut edit = doc.get_changes(&[])[1].clone();
+    assert_eq!(after_first.updates[0].changes[0], edit.bytes().into_owned());
 }
 
 #[tokio::test]

@@ -188,7 +188,7 @@ fn chunk_type(chunk: &[u8]) -> Option<u8> {
 }
 
 /// Whether `chunk` claims to be a document chunk (type 0).
-fn is_document_chunk(chunk: &[u8]) -> bool {
+pub(crate) fn is_document_chunk(chunk: &[u8]) -> bool {
     chunk_type(chunk) == Some(DOCUMENT_CHUNK)
 }
 
@@ -294,25 +294,7 @@ impl DocumentChunkHeader {
     /// metadata, refuses any deflated column, and counts the rows of the change actor column
     /// and the op action column.
     fn read(chunk: &[u8]) -> Result<Self, &'static str> {
-        let mut input = Reader(chunk);
-        if input.take(4)? != CHUNK_MAGIC {
-            return Err("not an Automerge chunk");
-        }
-        input.take(4)?;
-        if input.take(1)? != [DOCUMENT_CHUNK] {
-            return Err("not a document chunk");
-        }
-        let length = input.length()?;
-        let mut body = Reader(input.take(length)?);
-        if !input.0.is_empty() {
-            return Err("bytes after the document chunk");
-        }
-        for _ in 0..body.uleb()? {
-            let actor_len = body.length()?;
-            body.take(actor_len)?;
-        }
-        let heads = body.length()?;
-        body.take(heads.checked_mul(32).ok_or("too many heads")?)?;
+        let (_, mut body) = document_chunk_parts(chunk)?;
         let change_columns = body.columns()?;
         let op_columns = body.columns()?;
         if change_columns.iter().chain(&op_columns).any(|&(spec, _)| spec & DEFLATE_BIT != 0) {
@@ -322,6 +304,40 @@ impl DocumentChunkHeader {
         let ops = body.rows_of(&op_columns, OP_ACTION_COLUMN)?;
         Ok(Self { changes, ops })
     }
+}
+
+/// Splits a document chunk into its heads (32 bytes each) and the rest of its body, from its
+/// header (magic, checksum, type 0, length) and actors.
+fn document_chunk_parts(chunk: &[u8]) -> Result<(&[u8], Reader<'_>), &'static str> {
+    let mut input = Reader(chunk);
+    if input.take(4)? != CHUNK_MAGIC {
+        return Err("not an Automerge chunk");
+    }
+    input.take(4)?;
+    if input.take(1)? != [DOCUMENT_CHUNK] {
+        return Err("not a document chunk");
+    }
+    let length = input.length()?;
+    let mut body = Reader(input.take(length)?);
+    if !input.0.is_empty() {
+        return Err("bytes after the document chunk");
+    }
+    for _ in 0..body.uleb()? {
+        let actor_len = body.length()?;
+        body.take(actor_len)?;
+    }
+    let heads = body.length()?;
+    let heads = body.take(heads.checked_mul(32).ok_or("too many heads")?)?;
+    Ok((heads, body))
+}
+
+/// The heads a document chunk claims, read from its header without loading it.
+pub(crate) fn document_chunk_heads(chunk: &[u8]) -> Result<Vec<ChangeHash>, &'static str> {
+    let (heads, _) = document_chunk_parts(chunk)?;
+    Ok(heads
+        .chunks_exact(32)
+        .map(|head| ChangeHash(head.try_into().expect("chunks are 32 bytes")))
+        .collect())
 }
 
 /// A cursor over untrusted bytes; every read is bounds-checked.

@@ -16,7 +16,9 @@ use automerge::{LoadOptions, OnPartialLoad, SaveOptions, VerificationMode};
 
 use crate::error::ReplicaError;
 use crate::ids::DocumentId;
-use crate::merge::{DOCUMENT_CHUNK_OPS_PER_UPLOAD, heads_after};
+use crate::merge::{
+    DOCUMENT_CHUNK_OPS_PER_UPLOAD, document_chunk_heads, heads_after, is_document_chunk,
+};
 use crate::protocol::{DocOutcome, DocUpload, Hash, SyncRequest, SyncResponse};
 use crate::records::{RecordKind, new_document};
 use crate::refork::replay_patches;
@@ -44,13 +46,7 @@ impl DeviceDoc {
         synced_heads: Vec<ChangeHash>,
         actor: &ActorId,
     ) -> Result<Self, ReplicaError> {
-        let options = LoadOptions::new()
-            .on_partial_load(OnPartialLoad::Error)
-            .verification_mode(VerificationMode::Check)
-            .text_encoding(TextEncoding::Utf8CodeUnit);
-        let doc = AutoCommit::load_with_options(bytes, options)
-            .map_err(|err| ReplicaError::Corrupt(err.to_string()))?
-            .with_actor(actor.clone());
+        let doc = load_strictly(bytes)?.with_actor(actor.clone());
         Ok(Self { id, doc, synced_heads })
     }
 
@@ -159,6 +155,13 @@ impl DeviceDoc {
         }
         self.doc = fork;
         Ok(refused)
+    }
+
+    /// Whether the device holds every head of a whole document (its header says which).
+    fn holds_heads_of(&mut self, document_chunk: &[u8]) -> bool {
+        document_chunk_heads(document_chunk).is_ok_and(|heads| {
+            heads.iter().all(|head| self.doc.get_change_meta_by_hash(head).is_some())
+        })
     }
 
     /// Merges changes received from the server in one call and returns those that were new.
@@ -335,12 +338,29 @@ impl SyncRound {
         }
         let mut received: HashMap<DocumentId, Vec<Change>> = HashMap::new();
         for update in response.updates {
-            let changes = update
-                .changes
-                .iter()
-                .map(|bytes| Change::try_from(bytes.as_slice()))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|err| ReplicaError::Corrupt(err.to_string()))?;
+            let mut chunks = update.changes.into_iter().peekable();
+            // A document the device lacks may come whole, as the upload that created it left
+            // it: loaded, not applied change by change.
+            if !docs.contains_key(&update.doc_id)
+                && let Some(whole) = chunks.next_if(|bytes| is_document_chunk(bytes))
+            {
+                let mut device_doc = DeviceDoc::load(update.doc_id, &whole, Vec::new(), actor)?;
+                device_doc.synced_heads = device_doc.doc.get_heads();
+                let changes = device_doc.doc.stats().num_changes;
+                outcome.downloaded += usize::try_from(changes).unwrap_or(usize::MAX);
+                outcome.touched.insert(update.doc_id);
+                docs.insert(update.doc_id, device_doc);
+            }
+            // A whole document whose heads the device holds brings nothing: its own upload of
+            // an earlier round, coming back on a later page, is not loaded to find that out.
+            let mut held = docs.get_mut(&update.doc_id);
+            let changes = changes_in(chunks.filter(|bytes| {
+                !(is_document_chunk(bytes)
+                    && held.as_mut().is_some_and(|held| held.holds_heads_of(bytes)))
+            }))?;
+            if changes.is_empty() {
+                continue;
+            }
             let device_doc = docs
                 .entry(update.doc_id)
                 .or_insert_with(|| DeviceDoc::new(update.doc_id, new_document(actor)));
@@ -369,6 +389,40 @@ impl SyncRound {
     }
 }
 
+/// The changes a [`DocUpdate`](crate::protocol::DocUpdate)'s chunks hold: its change chunks, and every change of a whole
+/// document (which a device that holds part of it already, restored from a backup with its
+/// cursor starting over, applies as changes).
+///
+/// # Errors
+/// [`ReplicaError::Corrupt`] when a chunk does not parse.
+pub fn changes_in<B: AsRef<[u8]>>(
+    chunks: impl IntoIterator<Item = B>,
+) -> Result<Vec<Change>, ReplicaError> {
+    let mut changes = Vec::new();
+    for chunk in chunks {
+        let bytes = chunk.as_ref();
+        if is_document_chunk(bytes) {
+            changes.extend(load_strictly(bytes)?.get_changes(&[]));
+        } else {
+            changes.push(
+                Change::try_from(bytes).map_err(|err| ReplicaError::Corrupt(err.to_string()))?,
+            );
+        }
+    }
+    Ok(changes)
+}
+
+/// Loads saved bytes whole, heads checked, with UTF-8 text indices (which `load` resets,
+/// AUTOMERGE.md P5); the actor is still to set (P1).
+fn load_strictly(bytes: &[u8]) -> Result<AutoCommit, ReplicaError> {
+    let options = LoadOptions::new()
+        .on_partial_load(OnPartialLoad::Error)
+        .verification_mode(VerificationMode::Check)
+        .text_encoding(TextEncoding::Utf8CodeUnit);
+    AutoCommit::load_with_options(bytes, options)
+        .map_err(|err| ReplicaError::Corrupt(err.to_string()))
+}
+
 /// Converts wire hashes to change hashes.
 pub fn hashes_from_wire(hashes: &[Hash]) -> Vec<ChangeHash> {
     hashes.iter().map(|hash| ChangeHash(*hash)).collect()
@@ -381,7 +435,7 @@ mod tests {
 
     use super::*;
     use crate::merge::{UploadLimits, parse_upload_within};
-    use crate::protocol::DocResult;
+    use crate::protocol::{DocResult, DocUpdate};
 
     /// A document the server never saw: one change inserting `chars` characters.
     fn new_document(seed: u8, chars: usize) -> DeviceDoc {
@@ -451,5 +505,95 @@ mod tests {
         let pending = device_doc.pending();
         assert_eq!(pending.len(), 1);
         assert_eq!(pending[0].deps(), planned.as_slice());
+    }
+
+    /// An answer carrying `chunks` for document `id`, and nothing else.
+    fn feed_of(id: DocumentId, chunks: Vec<Vec<u8>>) -> SyncResponse {
+        SyncResponse {
+            cursor: 9,
+            more: false,
+            results: Vec::new(),
+            updates: vec![DocUpdate { doc_id: id, changes: chunks }],
+            evict: Vec::new(),
+        }
+    }
+
+    /// Another device's document as the server saved it when created, then one more change.
+    fn created_elsewhere() -> (DeviceDoc, Vec<u8>, Vec<u8>) {
+        let mut origin = new_document(3, 40);
+        let saved = origin.save();
+        let narrative = origin.doc.get(ROOT, "narrative").unwrap().unwrap().1;
+        origin.doc_mut().splice_text(&narrative, 0, 0, "b").unwrap();
+        origin.doc_mut().commit();
+        let mut later = origin.pending().pop().unwrap();
+        (origin, saved, later.bytes().into_owned())
+    }
+
+    #[test]
+    fn a_whole_document_the_device_lacks_is_loaded_and_what_follows_applied() {
+        // Arrange
+        let (mut origin, saved, later) = created_elsewhere();
+        let id = origin.id();
+        let actor = ActorId::from([9; 16]);
+        let mut docs = BTreeMap::new();
+
+        // Act
+        let round = SyncRound::plan(0, []);
+        let outcome = round.apply(feed_of(id, vec![saved, later]), &mut docs, &actor).unwrap();
+
+        // Assert: both changes held and acknowledged, nothing pending, the device's own actor.
+        let device_doc = docs.get_mut(&id).unwrap();
+        assert_eq!((outcome.downloaded, outcome.cursor), (2, 9));
+        assert!(outcome.touched.contains(&id));
+        assert_eq!(device_doc.heads(), origin.heads());
+        assert_eq!(device_doc.synced_heads(), origin.heads().as_slice());
+        assert!(!device_doc.has_pending());
+        assert_eq!(device_doc.doc_mut().get_actor(), &actor);
+    }
+
+    #[test]
+    fn a_whole_document_the_device_holds_is_not_applied_again() {
+        // Arrange: the device holds the whole document already, and then part of it only.
+        let (origin, saved, _) = created_elsewhere();
+        let id = origin.id();
+        let actor = ActorId::from([9; 16]);
+        let mut holder = DeviceDoc::load(id, &saved, Vec::new(), &actor).unwrap();
+        let held = holder.heads();
+        holder.synced_heads = held.clone();
+        let mut docs = BTreeMap::from([(id, holder)]);
+
+        // Act
+        let outcome =
+            SyncRound::plan(0, []).apply(feed_of(id, vec![saved]), &mut docs, &actor).unwrap();
+
+        // Assert: nothing downloaded, nothing touched.
+        assert_eq!(outcome.downloaded, 0);
+        assert!(outcome.touched.is_empty());
+        assert_eq!(docs.get_mut(&id).unwrap().heads(), held);
+    }
+
+    #[test]
+    fn a_whole_document_a_device_holds_in_part_is_applied_as_its_changes() {
+        // Arrange: the device was restored from a backup holding an older copy of a document
+        // made of two changes; the server sends the whole document.
+        let (mut origin, _, _) = created_elsewhere();
+        let id = origin.id();
+        let first = origin.doc.get_changes(&[])[0].clone();
+        let mut restored = DeviceDoc::new(id, AutoCommit::new());
+        restored.doc.apply_changes([first.clone()]).unwrap();
+        restored.synced_heads = vec![first.hash()];
+        let whole = origin.save();
+        let mut docs = BTreeMap::from([(id, restored)]);
+
+        // Act
+        let outcome = SyncRound::plan(0, [])
+            .apply(feed_of(id, vec![whole]), &mut docs, &ActorId::from([9; 16]))
+            .unwrap();
+
+        // Assert: only the missing change was new; the copies converge.
+        let device_doc = docs.get_mut(&id).unwrap();
+        assert_eq!(outcome.downloaded, 1);
+        assert_eq!(device_doc.heads(), origin.heads());
+        assert_eq!(device_doc.synced_heads(), origin.heads().as_slice());
     }
 }

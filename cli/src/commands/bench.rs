@@ -176,8 +176,9 @@ struct ScenarioReport {
     verify_s: f64,
     /// Changes received for documents the device holds.
     changes_down: usize,
-    /// Changes of other devices' documents received (the township feed), counted and dropped.
-    feed_changes_down: usize,
+    /// Chunks of other devices' documents received (the township feed), counted and dropped:
+    /// a change, or a whole document sent as its creating upload left it.
+    feed_chunks_down: usize,
     server_rss_bytes: Option<u64>,
     /// `wall_s / floor_s`.
     floor_ratio: Option<f64>,
@@ -410,7 +411,7 @@ fn measure_reports(
         drained_s: wall_s,
         verify_s: 0.0,
         changes_down: 0,
-        feed_changes_down: 0,
+        feed_chunks_down: 0,
         server_rss_bytes: after.rss_bytes,
         floor_ratio: None,
         documents_failed: failures.len(),
@@ -532,7 +533,7 @@ fn scenario_report(
         drained_s: run.drained.as_secs_f64(),
         verify_s: verification.took.as_secs_f64(),
         changes_down: run.downloaded,
-        feed_changes_down: run.foreign,
+        feed_chunks_down: run.foreign,
         server_rss_bytes: after.rss_bytes,
         floor_ratio: floor_s.filter(|floor_s| *floor_s > 0.0).map(|floor_s| wall_s / floor_s),
         documents_failed: verification.failures.len(),

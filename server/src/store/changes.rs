@@ -14,7 +14,7 @@ use sync_core::ids::DocumentId;
 use sync_core::merge::ReceivedChange;
 use sync_core::protocol::DocUpdate;
 
-use crate::store::{Attribution, StoreError};
+use crate::store::{Attribution, StoreError, creations};
 
 /// One change in a document's history, as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -262,37 +262,60 @@ pub(crate) fn feed_until(
     // database was restored from a backup: send that device everything it may see again.
     let restored = i64::try_from(cursor).map_or(true, |cursor| cursor > last_feed_seq);
     let cursor = if restored { 0 } else { cursor };
-    let mut rows =
-        statement.query(params![i64::try_from(cursor).unwrap_or(i64::MAX), last_feed_seq])?;
     let mut visible: HashMap<DocumentId, bool> = HashMap::new();
+    // Documents whose first row on this page was looked up in `creations`.
+    let mut looked_up: HashSet<DocumentId> = HashSet::new();
     let mut updates: Vec<DocUpdate> = Vec::new();
     let mut positions: HashMap<DocumentId, usize> = HashMap::new();
     let mut page_bytes = 0;
     // The feed sequence of the last row this page accounts for, sent or skipped.
     let mut reached = cursor;
-    while let Some(row) = rows.next()? {
-        let feed_seq = feed_seq_column(row, 0)?;
-        let doc_id = doc_id_column(row, 1)?;
-        let sees = all
-            || match visible.entry(doc_id) {
-                Entry::Occupied(entry) => *entry.get(),
-                Entry::Vacant(entry) => *entry.insert(in_township(connection, doc_id, township)?),
+    // The scan starts again after a document sent whole, past the rows it stands for.
+    'scan: loop {
+        let mut rows =
+            statement.query(params![i64::try_from(reached).unwrap_or(i64::MAX), last_feed_seq])?;
+        while let Some(row) = rows.next()? {
+            let feed_seq = feed_seq_column(row, 0)?;
+            let doc_id = doc_id_column(row, 1)?;
+            let sees = all
+                || match visible.entry(doc_id) {
+                    Entry::Occupied(entry) => *entry.get(),
+                    Entry::Vacant(entry) => {
+                        *entry.insert(in_township(connection, doc_id, township)?)
+                    }
+                };
+            // The device's own upload of this round is not sent back, whole or in part.
+            if !sees || skip.contains(&hash_column(row, 2)?) {
+                reached = feed_seq;
+                continue;
+            }
+            // A document's first change is the first thing this device gets of it: send the
+            // document as its creating upload left it, for every change that upload held.
+            let whole = if positions.contains_key(&doc_id) || !looked_up.insert(doc_id) {
+                None
+            } else {
+                creations::starting_at(connection, feed_seq)?
+                    .filter(|creation| creation.doc_id == doc_id)
             };
-        if !sees || skip.contains(&hash_column(row, 2)?) {
-            reached = feed_seq;
-            continue;
+            let (bytes, through) = match whole {
+                Some(creation) => (creation.bytes, creation.last_feed_seq),
+                None => (row.get(3)?, feed_seq),
+            };
+            if page_bytes > 0 && page_bytes + bytes.len() > byte_budget {
+                return Ok(Feed { updates, cursor: reached, more: true });
+            }
+            page_bytes += bytes.len();
+            let position = *positions.entry(doc_id).or_insert_with(|| {
+                updates.push(DocUpdate { doc_id, changes: Vec::new() });
+                updates.len() - 1
+            });
+            updates[position].changes.push(bytes);
+            reached = through;
+            if through > feed_seq {
+                continue 'scan;
+            }
         }
-        let bytes: Vec<u8> = row.get(3)?;
-        if page_bytes > 0 && page_bytes + bytes.len() > byte_budget {
-            return Ok(Feed { updates, cursor: reached, more: true });
-        }
-        page_bytes += bytes.len();
-        let position = *positions.entry(doc_id).or_insert_with(|| {
-            updates.push(DocUpdate { doc_id, changes: Vec::new() });
-            updates.len() - 1
-        });
-        updates[position].changes.push(bytes);
-        reached = feed_seq;
+        break;
     }
     let cursor = u64::try_from(last_feed_seq).expect("feed sequences are positive");
     Ok(Feed { updates, cursor, more: false })

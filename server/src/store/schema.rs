@@ -449,6 +449,28 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (doc_id, code)
     );
     ",
+    // 14: issue 7, each document as the upload that created it left it, saved once, so that
+    // the feed sends a device that has none of its changes the whole document instead of its
+    // changes one by one (`store::creations`). Written in the transaction that appends those
+    // changes and never changed after, so that a feed page read again from its bounds
+    // (`store::idempotency::FeedBounds`) is the same, byte for byte. A document created before
+    // this migration has no row and is fed change by change.
+    r"
+    CREATE TABLE creations (
+        first_feed_seq INTEGER PRIMARY KEY,
+        last_feed_seq INTEGER NOT NULL,
+        doc_id BLOB NOT NULL UNIQUE,
+        bytes BLOB NOT NULL
+    );
+    CREATE TRIGGER creations_no_update BEFORE UPDATE ON creations
+    BEGIN
+        SELECT RAISE(ABORT, 'creations is append-only');
+    END;
+    CREATE TRIGGER creations_no_delete BEFORE DELETE ON creations
+    BEGIN
+        SELECT RAISE(ABORT, 'creations is append-only');
+    END;
+    ",
 ];
 
 /// Prepared statements kept per connection. rusqlite's default of 16 is fewer than the

@@ -550,3 +550,49 @@ fn a_feed_page_read_again_from_its_bounds_is_the_same_after_later_commits() {
         .expect("read");
     assert!(now.updates.iter().any(|update| update.doc_id == second));
 }
+
+#[test]
+fn a_created_document_is_fed_whole_from_before_its_first_change_and_by_change_after() {
+    // Arrange: a document created by one upload, then edited by another.
+    let (_dir, store) = temp_store();
+    let id = doc_id(43);
+    let mut doc = new_inspection(&actor(43), id);
+    set_outcome(&mut doc, "referral");
+    let created = sync(&store, id, &mut doc, &[]);
+    let creation: Vec<ChangeHash> =
+        doc.get_changes(&[]).iter().map(|change| change.hash()).collect();
+    set_outcome(&mut doc, "case_lead");
+    sync(&store, id, &mut doc, &created);
+    let mut edit = doc.get_changes(&created)[0].clone();
+    let feed = |cursor: u64, skip: HashSet<ChangeHash>, budget: usize| {
+        store
+            .read(move |tx| changes::feed_after(tx, cursor, &skip, budget, true, None))
+            .expect("read")
+    };
+    let is_document = |chunk: &Vec<u8>| chunk[8] == 0;
+
+    // Act
+    let everything = feed(0, HashSet::new(), 8 << 20);
+    let after_first = feed(1, HashSet::new(), 8 << 20);
+    let own_round = feed(0, creation.iter().copied().collect(), 8 << 20);
+    let tight = feed(0, HashSet::new(), 1);
+
+    // Assert: from before its first change, the document as created, then the edit.
+    let sent = &everything.updates[0].changes;
+    assert_eq!(creation.len(), 2);
+    assert_eq!(sent.len(), 2);
+    let mut whole = AutoCommit::load(&sent[0]).expect("a saved document");
+    assert_eq!(whole.get_heads(), created);
+    assert_eq!(sent[1], edit.bytes().into_owned());
+    // From after its first change, change by change.
+    let sent = &after_first.updates[0].changes;
+    assert_eq!(sent.len(), 2);
+    assert!(!sent.iter().any(is_document));
+    // Not sent back to the round that uploaded it.
+    assert_eq!(own_round.updates[0].changes, vec![edit.bytes().into_owned()]);
+    // A page always holds something: the whole document alone, past a budget of one byte,
+    // and the next page starts after every change it holds.
+    assert_eq!(tight.updates[0].changes.len(), 1);
+    assert!(is_document(&tight.updates[0].changes[0]));
+    assert_eq!((tight.cursor, tight.more), (2, true));
+}

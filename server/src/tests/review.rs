@@ -14,6 +14,7 @@ use sync_core::edit::set_field;
 use sync_core::ids::DocumentId;
 use sync_core::protocol::{DocOutcome, SyncResponse};
 use sync_core::records::{CaseFile, Party, Procedure, SERVER_ACTOR, create_document};
+use sync_core::replica::changes_in;
 
 use crate::fixtures::{doc_id, upload};
 use crate::tests::{CHENGGUAN, Client, ENTRUSTED, TestApi, chengguan_inspection, request_for};
@@ -26,13 +27,14 @@ fn edit(doc: &mut AutoCommit, path: &str, value: &str) {
 
 /// Applies the feed of an answer to a device's copy of one document.
 fn apply_feed(doc: &mut AutoCommit, response: &SyncResponse, id: DocumentId) -> Vec<Change> {
-    let received: Vec<Change> = response
-        .updates
-        .iter()
-        .filter(|update| update.doc_id == id)
-        .flat_map(|update| update.changes.iter())
-        .map(|bytes| Change::try_from(bytes.as_slice()).expect("a change"))
-        .collect();
+    let received: Vec<Change> = changes_in(
+        response
+            .updates
+            .iter()
+            .filter(|update| update.doc_id == id)
+            .flat_map(|update| update.changes.iter()),
+    )
+    .expect("chunks");
     doc.apply_changes(received.clone()).expect("applying the feed");
     received
 }

@@ -40,7 +40,7 @@ pub(crate) struct SyncRun {
     pub(crate) uploaded: usize,
     /// Changes received for documents the devices hold and newly applied.
     pub(crate) downloaded: usize,
-    /// Changes received for documents the devices do not hold, counted and dropped.
+    /// Chunks received for documents the devices do not hold, counted and dropped.
     pub(crate) foreign: usize,
     /// Per device, every upload in order, when recorded for the floor.
     pub(crate) batches: Vec<Vec<Batch>>,

@@ -1,0 +1,66 @@
+//! SQL on the creations: each document saved once, as the upload that created it left it.
+//!
+//! A device that has none of a document's changes (its cursor is before the first of them)
+//! would otherwise download them one by one: in a first sync of a township, every device
+//! downloads every other device's records, so that is most of the feed. The saved document is
+//! under half of its change chunks' bytes, one row instead of one per change, and one load
+//! on the device instead of an apply per change. The row is written in the transaction that
+//! appends the changes it holds, which have consecutive feed sequences, and never changed
+//! after (the table is append-only), so a feed page stays a function of its bounds.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use sync_core::ids::DocumentId;
+
+use crate::store::StoreError;
+use crate::store::changes::doc_id_column;
+
+/// A created document, as the feed sends it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Creation {
+    /// The document.
+    pub(crate) doc_id: DocumentId,
+    /// The feed sequence of the last change it holds; its first is the row's key.
+    pub(crate) last_feed_seq: u64,
+    /// The saved document (`Automerge::save`): exactly the changes from its first feed
+    /// sequence to `last_feed_seq`.
+    pub(crate) bytes: Vec<u8>,
+}
+
+/// Records that the changes `first_feed_seq..=last_feed_seq`, all of them `doc_id`'s and all
+/// it holds, were saved as `bytes`.
+pub(crate) fn insert(
+    connection: &Connection,
+    doc_id: DocumentId,
+    first_feed_seq: i64,
+    last_feed_seq: i64,
+    bytes: &[u8],
+) -> Result<(), StoreError> {
+    let mut statement = connection.prepare_cached(
+        "INSERT INTO creations (first_feed_seq, last_feed_seq, doc_id, bytes) \
+         VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    statement.execute(params![first_feed_seq, last_feed_seq, doc_id.as_bytes(), bytes])?;
+    Ok(())
+}
+
+/// The document whose creation starts at `first_feed_seq`, if that change created one.
+pub(crate) fn starting_at(
+    connection: &Connection,
+    first_feed_seq: u64,
+) -> Result<Option<Creation>, StoreError> {
+    let Ok(first_feed_seq) = i64::try_from(first_feed_seq) else { return Ok(None) };
+    let mut statement = connection.prepare_cached(
+        "SELECT doc_id, last_feed_seq, bytes FROM creations WHERE first_feed_seq = ?1",
+    )?;
+    let creation = statement
+        .query_row([first_feed_seq], |row| {
+            let last_feed_seq: i64 = row.get(1)?;
+            Ok(Creation {
+                doc_id: doc_id_column(row, 0)?,
+                last_feed_seq: u64::try_from(last_feed_seq).unwrap_or(0),
+                bytes: row.get(2)?,
+            })
+        })
+        .optional()?;
+    Ok(creation)
+}
