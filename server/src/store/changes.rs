@@ -71,8 +71,8 @@ const INSERT_COLUMNS: &str = "(hash, doc_id, actor, seq, deps, bytes, message, d
 ///
 /// # Errors
 /// [`StoreError::DuplicateChange`] when a change is already stored (for another document,
-/// since the merge skips changes the document holds); the failed statement wrote nothing and
-/// the writer rolls the rest of the job back.
+/// since the merge skips changes the document holds: then its root is, `changes_root`); the
+/// failed statement wrote nothing and the writer rolls the rest of the job back.
 pub(crate) fn insert_all(
     connection: &Connection,
     doc_id: DocumentId,
@@ -152,10 +152,13 @@ fn insert_batch(
     match statement.execute(values.as_slice()) {
         Ok(_) => Ok(connection.last_insert_rowid()),
         Err(err) if is_unique_violation(&err) => {
-            // Name the first change already stored; the statement wrote nothing.
+            // Name the root stored for another document (the merge skips changes the document
+            // holds, so that is the constraint that failed); the statement wrote nothing.
             let duplicate = rows
                 .iter()
-                .find(|row| is_stored_anywhere(connection, &row.hash).unwrap_or(true))
+                .find(|row| {
+                    row.deps.is_empty() && is_stored_root(connection, &row.hash).unwrap_or(true)
+                })
                 .unwrap_or(&rows[0]);
             Err(StoreError::DuplicateChange { hash: duplicate.hash.to_string() })
         }
@@ -173,9 +176,10 @@ struct InsertRow {
     message: Option<String>,
 }
 
-/// Whether a change with this hash is stored, for any document.
-fn is_stored_anywhere(connection: &Connection, hash: &ChangeHash) -> Result<bool, StoreError> {
-    let mut statement = connection.prepare_cached("SELECT 1 FROM changes WHERE hash = ?1")?;
+/// Whether a root change with this hash is stored, for any document (`changes_root`).
+fn is_stored_root(connection: &Connection, hash: &ChangeHash) -> Result<bool, StoreError> {
+    let mut statement =
+        connection.prepare_cached("SELECT 1 FROM changes WHERE hash = ?1 AND deps = x''")?;
     Ok(statement.exists([hash.0.as_slice()])?)
 }
 
@@ -388,7 +392,7 @@ pub(crate) fn is_stored(
     hash: &ChangeHash,
 ) -> Result<bool, StoreError> {
     let mut statement =
-        connection.prepare_cached("SELECT 1 FROM changes WHERE hash = ?1 AND doc_id = ?2")?;
+        connection.prepare_cached("SELECT 1 FROM changes WHERE doc_id = ?2 AND hash = ?1")?;
     Ok(statement.exists(params![hash.0.as_slice(), doc_id.as_bytes()])?)
 }
 
