@@ -44,7 +44,7 @@ use automerge::{ActorId, Automerge, Change, ChangeHash};
 use rusqlite::{Connection, Transaction};
 use sync_core::error::MergeError;
 use sync_core::ids::DocumentId;
-use sync_core::merge::{ParsedUpload, merge_changes};
+use sync_core::merge::{ChangeFacts, LoadedDocument, ParsedUpload, merge_changes};
 use sync_core::records::Record;
 use tokio::sync::oneshot;
 
@@ -242,11 +242,20 @@ impl Visibility {
 pub(crate) struct DocumentUpload {
     /// The document.
     pub(crate) doc_id: DocumentId,
-    /// The changes, each parsed strictly on its own.
-    pub(crate) changes: Vec<Change>,
+    /// The change chunks, each parsed strictly on its own, or the document chunk, loaded.
+    pub(crate) changes: ParsedUpload,
     /// The changes merged into an empty document ahead of the writer, for an upload that
     /// claims to create the document; used only if the store has no such document.
     pub(crate) premerged: Option<Premerged>,
+}
+
+impl DocumentUpload {
+    /// Takes the uploaded changes out, listed one by one (a document chunk's by `get_changes`),
+    /// for the paths that judge an upload change by change: sealed records and withdrawn
+    /// certificates, rare enough to pay for listing them. The upload is left without changes.
+    pub(crate) fn take_changes(&mut self) -> Vec<Change> {
+        std::mem::replace(&mut self.changes, ParsedUpload::Changes(Vec::new())).into_changes()
+    }
 }
 
 /// A new document's changes merged into an empty document and projected, on the thread that
@@ -258,11 +267,48 @@ pub(crate) struct DocumentUpload {
 /// were most of the writer's time in a first sync (BENCHMARKS.md), and the request threads
 /// run in parallel while the writer is one.
 pub(crate) struct Premerged {
-    doc: Automerge,
-    new_changes: Vec<Change>,
+    // The change chunks merged here; `None` when the upload's loaded document chunk is the
+    // merge, which the writer takes from the upload.
+    merged: Option<(Automerge, NewChanges)>,
+    // The document saved (`Automerge::save`): its first snapshot, and its creation
+    // (`store::creations`), which stores the bytes of the changes of a document chunk.
+    saved: Vec<u8>,
     projection: Projection,
     // Counts the document against [`MAX_PREMERGED`] until the writer takes it.
     _slot: PremergedSlot,
+}
+
+/// The new changes of one document, and what the change log stores of each.
+#[derive(Default)]
+struct NewChanges {
+    facts: Vec<ChangeFacts>,
+    // The stored bytes of each change (`Change::bytes`), or none for a change of a document
+    // chunk, whose creation holds it.
+    bytes: Vec<Vec<u8>>,
+}
+
+impl NewChanges {
+    /// Changes that `merge_changes` applied, with their encoded bytes.
+    fn extend(&mut self, changes: Vec<Change>) {
+        for mut change in changes {
+            self.facts.push(ChangeFacts::of(&change));
+            self.bytes.push(change.bytes().into_owned());
+        }
+    }
+
+    /// The changes of a loaded document chunk, whose bytes its creation holds.
+    fn of_document(facts: Vec<ChangeFacts>) -> Self {
+        let bytes = vec![Vec::new(); facts.len()];
+        Self { facts, bytes }
+    }
+
+    fn len(&self) -> usize {
+        self.facts.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.facts.is_empty()
+    }
 }
 
 /// Documents merged ahead of the writer and not taken by it yet, at most: each holds a
@@ -294,36 +340,73 @@ impl Drop for PremergedSlot {
 }
 
 impl Premerged {
-    /// Merges `changes` into an empty document; `None` when the merge fails, so that the
-    /// writer merges them again and answers with its own error, or when
-    /// [`MAX_PREMERGED`] documents wait already.
-    pub(crate) fn of(doc_id: DocumentId, changes: &[Change]) -> Option<Self> {
+    /// Merges change chunks into an empty document, or takes a loaded document chunk as that
+    /// merge, which it is (`merge::parse_upload_within`), so its changes are not applied a
+    /// second time; then projects and saves the document.
+    ///
+    /// `None` when the merge fails or [`merge_changes`] would refuse the document chunk's
+    /// changes (more than one root, an (actor, seq) pair twice), so that the writer merges
+    /// them and answers its own error, or when [`MAX_PREMERGED`] documents wait already.
+    pub(crate) fn of(doc_id: DocumentId, upload: &ParsedUpload) -> Option<Self> {
         let slot = PremergedSlot::take()?;
-        let mut doc = documents::empty_document();
-        let new_changes = merge_changes(&mut doc, doc_id, changes.to_vec()).ok()?;
-        if new_changes.is_empty() {
-            return None;
+        match upload {
+            ParsedUpload::Changes(changes) => {
+                let mut doc = documents::empty_document();
+                let applied = merge_changes(&mut doc, doc_id, changes.clone()).ok()?;
+                if applied.is_empty() {
+                    return None;
+                }
+                let mut new_changes = NewChanges::default();
+                new_changes.extend(applied);
+                let projection = Projection::of(&doc);
+                let saved = doc.save();
+                Some(Self { merged: Some((doc, new_changes)), saved, projection, _slot: slot })
+            }
+            ParsedUpload::Document(loaded) => {
+                let facts = &loaded.facts;
+                let roots = facts.iter().filter(|change| change.deps.is_empty()).count();
+                let mut seqs = HashSet::new();
+                let unique_seqs =
+                    facts.iter().all(|change| seqs.insert((&change.actor, change.seq)));
+                if roots != 1 || !unique_seqs {
+                    return None;
+                }
+                let projection = Projection::of(&loaded.doc);
+                let saved = loaded.doc.save();
+                Some(Self { merged: None, saved, projection, _slot: slot })
+            }
         }
-        let projection = Projection::of(&doc);
-        Some(Self { doc, new_changes, projection, _slot: slot })
     }
 
-    /// Takes a document loaded from an uploaded document chunk as the merge of its `changes`
-    /// into an empty document, which it is (`merge::parse_upload_within`), so they are not
-    /// applied a second time; `None` where [`merge_changes`] would refuse them (more than
-    /// one root, an (actor, seq) pair twice), so that the writer merges and answers its own
-    /// error, or when [`MAX_PREMERGED`] documents wait already.
-    pub(crate) fn of_loaded(doc: Automerge, changes: &[Change]) -> Option<Self> {
-        let roots = changes.iter().filter(|change| change.deps().is_empty()).count();
-        let mut seqs = HashSet::new();
-        let unique_seqs =
-            changes.iter().all(|change| seqs.insert((change.actor_id(), change.seq())));
-        if roots != 1 || !unique_seqs {
-            return None;
-        }
-        let slot = PremergedSlot::take()?;
-        let projection = Projection::of(&doc);
-        Some(Self { doc, new_changes: changes.to_vec(), projection, _slot: slot })
+    /// The document as the writer takes it when the store has none: this merge, its changes
+    /// and its creation.
+    fn into_working(
+        self,
+        doc_id: DocumentId,
+        upload: ParsedUpload,
+    ) -> Result<WorkingDocument, StoreError> {
+        let (doc, new_changes) = match (self.merged, upload) {
+            (Some(merged), _) => merged,
+            (None, ParsedUpload::Document(loaded)) => {
+                let LoadedDocument { doc, facts } = *loaded;
+                (doc, NewChanges::of_document(facts))
+            }
+            // Not built this way (`Self::of`); merged as if nothing had been premerged.
+            (None, ParsedUpload::Changes(changes)) => {
+                let mut doc = documents::empty_document();
+                let mut new_changes = NewChanges::default();
+                new_changes.extend(merge_changes(&mut doc, doc_id, changes)?);
+                let mut item = WorkingDocument::new(doc_id, doc, true);
+                item.new_changes = new_changes;
+                return Ok(item);
+            }
+        };
+        let covered = new_changes.len();
+        let mut item = WorkingDocument::new(doc_id, doc, true);
+        item.new_changes = new_changes;
+        item.projection = Some(self.projection);
+        item.creation = Some(Creation { bytes: self.saved, changes: covered });
+        Ok(item)
     }
 }
 
@@ -491,7 +574,7 @@ impl Store {
     ) -> Result<usize, StoreError> {
         let uploads = uploads
             .into_iter()
-            .map(|(doc_id, changes)| (doc_id, ParsedUpload { changes, document: None }))
+            .map(|(doc_id, changes)| (doc_id, ParsedUpload::Changes(changes)))
             .collect();
         self.merge_unchecked_parsed(uploads, received_at)
     }
@@ -509,9 +592,11 @@ impl Store {
     ) -> Result<usize, StoreError> {
         let uploads: Vec<DocumentUpload> = uploads
             .into_iter()
-            .map(|(doc_id, ParsedUpload { changes, document })| {
-                let premerged =
-                    document.and_then(|document| Premerged::of_loaded(document, &changes));
+            .map(|(doc_id, changes)| {
+                let premerged = match &changes {
+                    ParsedUpload::Document(_) => Premerged::of(doc_id, &changes),
+                    ParsedUpload::Changes(_) => None,
+                };
                 DocumentUpload { doc_id, changes, premerged }
             })
             .collect();
@@ -638,10 +723,7 @@ pub(crate) fn merge_uploads_in(
             // No row: no earlier job of the group and no cache holds the document either.
             None if stored.is_none() && upload.premerged.is_some() => {
                 let premerged = upload.premerged.expect("checked in the guard");
-                let mut item = WorkingDocument::new(upload.doc_id, premerged.doc, true);
-                item.new_changes = premerged.new_changes;
-                item.projection = Some(premerged.projection);
-                working.push(item);
+                working.push(premerged.into_working(upload.doc_id, upload.changes)?);
                 continue;
             }
             None => {
@@ -652,16 +734,16 @@ pub(crate) fn merge_uploads_in(
             }
         };
         let item = &mut working[position];
-        let new_changes = merge_changes(&mut item.doc, upload.doc_id, upload.changes)?;
-        item.new_changes.extend(new_changes);
+        let applied = merge_changes(&mut item.doc, upload.doc_id, upload.changes.into_changes())?;
+        item.new_changes.extend(applied);
     }
 
     // Every check before the first write: actors of every new change, the scope of every
     // document this upload creates, and every document's quota. The record is hydrated here,
     // once per document, for the scope check and for the projections the write makes.
     for item in &mut working {
-        for change in &item.new_changes {
-            policy.check_actor(change.actor_id())?;
+        for change in &item.new_changes.facts {
+            policy.check_actor(&change.actor)?;
         }
         if item.new_changes.is_empty() {
             continue;
@@ -684,13 +766,19 @@ pub(crate) fn merge_uploads_in(
 struct WorkingDocument {
     doc_id: DocumentId,
     doc: Automerge,
-    new_changes: Vec<Change>,
+    new_changes: NewChanges,
     // The document had no row before this merge: this upload creates it.
     created: bool,
     // The projection of the merged document, made once by the checks and used by the write.
     projection: Option<Projection>,
-    // The stored bytes of each of `new_changes`, encoded once by the quota check.
-    encoded: Vec<Vec<u8>>,
+    // The document as its premerge saved it, holding the first changes of `new_changes`.
+    creation: Option<Creation>,
+}
+
+/// A created document saved once, and how many of its first new changes that holds.
+struct Creation {
+    bytes: Vec<u8>,
+    changes: usize,
 }
 
 impl WorkingDocument {
@@ -698,18 +786,23 @@ impl WorkingDocument {
         Self {
             doc_id,
             doc,
-            new_changes: Vec::new(),
+            new_changes: NewChanges::default(),
             created,
             projection: None,
-            encoded: Vec::new(),
+            creation: None,
         }
     }
 
+    /// What the new changes add to the document's stored change bytes: their own, and those of
+    /// the creation that holds a document chunk's changes.
+    fn added_bytes(&self) -> usize {
+        let own: usize = self.new_changes.bytes.iter().map(Vec::len).sum();
+        own + self.creation.as_ref().map_or(0, |creation| creation.bytes.len())
+    }
+
     /// Refuses the upload when the document's stored change bytes would pass the quota.
-    fn check_quota(&mut self, connection: &Connection) -> Result<(), StoreError> {
-        self.encoded =
-            self.new_changes.iter_mut().map(|change| change.bytes().into_owned()).collect();
-        let added: usize = self.encoded.iter().map(Vec::len).sum();
+    fn check_quota(&self, connection: &Connection) -> Result<(), StoreError> {
+        let added = self.added_bytes();
         if added == 0 {
             return Ok(());
         }
@@ -738,20 +831,18 @@ impl WorkingDocument {
             return Ok(());
         }
         let previous_snapshot_seq = documents::snapshot_seq(connection, self.doc_id)?;
-        // Encoded by the quota check; a caller that skipped it encodes here.
-        if self.encoded.len() != self.new_changes.len() {
-            self.encoded =
-                self.new_changes.iter_mut().map(|change| change.bytes().into_owned()).collect();
-        }
         let feed_seq = changes::insert_all(
             connection,
             self.doc_id,
-            &self.new_changes,
-            &self.encoded,
+            &self.new_changes.facts,
+            &self.new_changes.bytes,
             received_at,
             attribution,
         )?;
-        let added_bytes: usize = self.encoded.iter().map(Vec::len).sum();
+        let added_bytes = self.added_bytes();
+        let added = i64::try_from(self.new_changes.len()).expect("a batch is far below 2^63");
+        // One writer appending them in order: the new changes took consecutive sequences.
+        let first_feed_seq = feed_seq - added + 1;
         let snapshot_due = match previous_snapshot_seq {
             // A new document gets its first snapshot at once.
             None => true,
@@ -759,20 +850,27 @@ impl WorkingDocument {
                 changes::count_after(connection, self.doc_id, snapshot_seq)? >= SNAPSHOT_INTERVAL
             }
         };
-        let snapshot = snapshot_due.then(|| Snapshot { bytes: self.doc.save(), feed_seq });
-        if self.created
-            && let Some(snapshot) = &snapshot
-        {
-            // The document holds exactly the changes just appended, which took consecutive
-            // feed sequences: the feed may send it whole in their place.
-            let added = i64::try_from(self.new_changes.len()).expect("a batch is far below 2^63");
-            creations::insert(
-                connection,
-                self.doc_id,
-                feed_seq - added + 1,
-                feed_seq,
-                &snapshot.bytes,
-            )?;
+        let mut snapshot = None;
+        // A created document is saved whole once, by its premerge or here, and the feed may
+        // send that in place of the changes it holds (`store::creations`).
+        match self.creation.take() {
+            Some(creation) if self.created => {
+                let covered = i64::try_from(creation.changes).expect("a batch is far below 2^63");
+                let last = first_feed_seq + covered - 1;
+                creations::insert(connection, self.doc_id, first_feed_seq, last, &creation.bytes)?;
+                if covered == added {
+                    snapshot = Some(Snapshot { bytes: creation.bytes, feed_seq });
+                }
+            }
+            _ if self.created => {
+                let bytes = self.doc.save();
+                creations::insert(connection, self.doc_id, first_feed_seq, feed_seq, &bytes)?;
+                snapshot = Some(Snapshot { bytes, feed_seq });
+            }
+            _ => {}
+        }
+        if snapshot_due && snapshot.is_none() {
+            snapshot = Some(Snapshot { bytes: self.doc.save(), feed_seq });
         }
         // Made by the checks; a caller that skipped them still gets a correct projection.
         let projection = self.projection.take().unwrap_or_else(|| Projection::of(&self.doc));
@@ -784,7 +882,7 @@ impl WorkingDocument {
                 heads: &self.doc.get_heads(),
                 snapshot,
                 feed_seq,
-                added: i64::try_from(self.new_changes.len()).expect("a batch is far below 2^63"),
+                added,
                 added_bytes: i64::try_from(added_bytes).expect("an upload is far below 2^63"),
                 now: received_at,
             },

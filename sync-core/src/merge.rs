@@ -10,8 +10,8 @@
 use std::collections::{BTreeSet, HashSet};
 
 use automerge::{
-    Automerge, AutomergeError, Change, ChangeHash, LoadOptions, ObjId, ObjType, OnPartialLoad,
-    ROOT, ReadDoc, TextEncoding, Value, VerificationMode,
+    ActorId, Automerge, AutomergeError, Change, ChangeHash, LoadOptions, ObjId, ObjType,
+    OnPartialLoad, ROOT, ReadDoc, TextEncoding, Value, VerificationMode,
 };
 use serde::Serialize;
 
@@ -53,18 +53,100 @@ pub fn parse_upload(upload: &DocUpload) -> Result<Vec<Change>, MergeError> {
     let mut inflated_budget = limits.max_inflated_bytes;
     let mut change_allowance = usize::MAX;
     parse_upload_within(upload, limits, &mut inflated_budget, &mut change_allowance)
-        .map(|parsed| parsed.changes)
+        .map(ParsedUpload::into_changes)
 }
 
 /// One document's upload, parsed.
 #[derive(Debug)]
-pub struct ParsedUpload {
-    /// Its changes, in causal order, each parsed and checked as an uploaded change chunk is.
-    pub changes: Vec<Change>,
-    /// The document a document chunk loaded to: exactly those changes applied to an empty
-    /// document (UTF-8 text indices), so a caller creating the document may take it instead
-    /// of applying the changes a second time. `None` for change chunks.
-    pub document: Option<Automerge>,
+pub enum ParsedUpload {
+    /// Change chunks, in causal order, each parsed and checked on its own.
+    Changes(Vec<Change>),
+    /// One document chunk, loaded strictly.
+    Document(Box<LoadedDocument>),
+}
+
+/// A document chunk loaded strictly: exactly its changes applied to an empty document (UTF-8
+/// text indices), so a caller creating the document may take it instead of applying them a
+/// second time.
+#[derive(Debug)]
+pub struct LoadedDocument {
+    /// The document.
+    pub doc: Automerge,
+    /// What each of its changes is, in causal order, read from the change graph
+    /// (`get_changes_meta`). Listing the changes themselves (`get_changes`) encodes every
+    /// operation again: that was a third of the server's request threads in a first sync.
+    pub facts: Vec<ChangeFacts>,
+}
+
+/// What the change log records of one change besides its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeFacts {
+    /// The change hash.
+    pub hash: ChangeHash,
+    /// Its author.
+    pub actor: ActorId,
+    /// The author's sequence number of it.
+    pub seq: u64,
+    /// The changes it depends on.
+    pub deps: Vec<ChangeHash>,
+    /// The time the device stamped on it, seconds since the Unix epoch.
+    pub timestamp: i64,
+    /// Its commit message.
+    pub message: Option<String>,
+}
+
+impl ChangeFacts {
+    /// The facts of a parsed change.
+    pub fn of(change: &Change) -> Self {
+        Self {
+            hash: change.hash(),
+            actor: change.actor_id().clone(),
+            seq: change.seq(),
+            deps: change.deps().to_vec(),
+            timestamp: change.timestamp(),
+            message: change.message().map(str::to_owned),
+        }
+    }
+}
+
+impl ParsedUpload {
+    /// What each uploaded change is, in causal order.
+    pub fn facts(&self) -> Vec<ChangeFacts> {
+        match self {
+            Self::Changes(changes) => changes.iter().map(ChangeFacts::of).collect(),
+            Self::Document(loaded) => loaded.facts.clone(),
+        }
+    }
+
+    /// The hashes of the uploaded changes, in causal order.
+    pub fn hashes(&self) -> Vec<ChangeHash> {
+        match self {
+            Self::Changes(changes) => changes.iter().map(Change::hash).collect(),
+            Self::Document(loaded) => loaded.facts.iter().map(|change| change.hash).collect(),
+        }
+    }
+
+    /// The number of uploaded changes.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Changes(changes) => changes.len(),
+            Self::Document(loaded) => loaded.facts.len(),
+        }
+    }
+
+    /// Whether the upload holds no change.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The uploaded changes themselves, in causal order; for a document chunk they are listed
+    /// from the loaded document (`get_changes`, which encodes every operation again).
+    pub fn into_changes(self) -> Vec<Change> {
+        match self {
+            Self::Changes(changes) => changes,
+            Self::Document(loaded) => loaded.doc.get_changes(&[]),
+        }
+    }
 }
 
 /// Parses one document's upload into its changes, spending `inflated_budget` on their sizes
@@ -89,8 +171,13 @@ pub fn parse_upload_within(
 ) -> Result<ParsedUpload, MergeError> {
     let doc_id = upload.doc_id;
     let document_chunk = upload.changes.iter().position(|chunk| is_document_chunk(chunk));
-    let (changes, document) = match document_chunk {
-        None => (parse_changes_within(doc_id, &upload.changes, limits, inflated_budget)?, None),
+    let parsed = match document_chunk {
+        None => ParsedUpload::Changes(parse_changes_within(
+            doc_id,
+            &upload.changes,
+            limits,
+            inflated_budget,
+        )?),
         Some(index) if upload.changes.len() > 1 || !upload.base_heads.is_empty() => {
             return Err(MergeError::MalformedChange {
                 doc: doc_id.to_string(),
@@ -100,24 +187,21 @@ pub fn parse_upload_within(
                     .to_owned(),
             });
         }
-        Some(_) => {
-            let (changes, document) = parse_document_chunk(
-                doc_id,
-                &upload.changes[0],
-                limits,
-                inflated_budget,
-                *change_allowance,
-            )?;
-            (changes, Some(document))
-        }
+        Some(_) => ParsedUpload::Document(Box::new(parse_document_chunk(
+            doc_id,
+            &upload.changes[0],
+            limits,
+            inflated_budget,
+            *change_allowance,
+        )?)),
     };
     *change_allowance =
-        change_allowance.checked_sub(changes.len()).ok_or_else(|| MergeError::TooManyChanges {
+        change_allowance.checked_sub(parsed.len()).ok_or_else(|| MergeError::TooManyChanges {
             doc: doc_id.to_string(),
-            changes: changes.len(),
+            changes: parsed.len(),
             limit: *change_allowance,
         })?;
-    Ok(ParsedUpload { changes, document })
+    Ok(parsed)
 }
 
 /// Parses every chunk as exactly one change, spending `inflated_budget` (shared by all
@@ -213,8 +297,8 @@ pub const DOCUMENT_CHUNK_OPS_PER_UPLOAD: usize = 512 * 1024;
 /// The op action column of a document chunk: one row per operation.
 const OP_ACTION_COLUMN: u64 = 0x42;
 
-/// Loads a document chunk strictly and returns its changes, each held to the limits, and the
-/// loaded document.
+/// Loads a document chunk strictly and returns it with what each of its changes is, each held
+/// to the limit of operations per change.
 ///
 /// Before anything is loaded, the chunk's header is read: a deflated column is refused, so
 /// nothing is ever inflated and B-23's bound holds without a budget check here, and the
@@ -227,7 +311,7 @@ fn parse_document_chunk(
     limits: UploadLimits,
     inflated_budget: &mut usize,
     change_allowance: usize,
-) -> Result<(Vec<Change>, Automerge), MergeError> {
+) -> Result<LoadedDocument, MergeError> {
     let malformed =
         |reason: String| MergeError::MalformedChange { doc: doc_id.to_string(), index: 0, reason };
     let counts = DocumentChunkHeader::read(chunk).map_err(|reason| malformed(reason.to_owned()))?;
@@ -268,18 +352,38 @@ fn parse_document_chunk(
     if !doc.get_missing_deps(&[]).is_empty() {
         return Err(malformed("the document chunk lacks dependencies".to_owned()));
     }
-    let changes = doc.get_changes(&[]);
-    if changes.len() != counts.changes {
+    let metadata = doc.get_changes_meta(&[]);
+    if metadata.len() != counts.changes {
         return Err(malformed(format!(
             "the document chunk declares {} changes and holds {}",
             counts.changes,
-            changes.len()
+            metadata.len()
         )));
     }
-    for (index, change) in changes.iter().enumerate() {
-        spend(doc_id, index, change, limits, inflated_budget)?;
+    // Each change's operations are held to the limit a change chunk is held to; their bytes
+    // were paid for above, per operation.
+    let mut facts = Vec::with_capacity(metadata.len());
+    for (index, meta) in metadata.into_iter().enumerate() {
+        let ops = (meta.max_op + 1).saturating_sub(meta.start_op);
+        let ops = usize::try_from(ops).unwrap_or(usize::MAX);
+        if ops > limits.max_ops_per_change {
+            return Err(MergeError::TooManyOps {
+                doc: doc_id.to_string(),
+                index,
+                ops,
+                limit: limits.max_ops_per_change,
+            });
+        }
+        facts.push(ChangeFacts {
+            hash: meta.hash,
+            actor: meta.actor.into_owned(),
+            seq: meta.seq,
+            deps: meta.deps,
+            timestamp: meta.timestamp,
+            message: meta.message.map(std::borrow::Cow::into_owned),
+        });
     }
-    Ok((changes, doc))
+    Ok(LoadedDocument { doc, facts })
 }
 
 /// What the header and two columns of an uncompressed document chunk say it holds.
@@ -821,19 +925,21 @@ mod tests {
         for (a, b) in parsed.iter().zip(&from_chunks) {
             assert_eq!(a.raw_bytes(), b.raw_bytes());
         }
-        // Each change costs its raw bytes of the inflate budget and one of the allowance; each
-        // op what loading it holds.
+        // Each op costs what loading it holds of the inflate budget, each change one of the
+        // allowance; the facts are those of the changes, read without listing them.
         let limits = UploadLimits::default();
         let (mut budget, mut allowance) = (limits.max_inflated_bytes, 100);
-        let loaded = parse_upload_within(&upload, limits, &mut budget, &mut allowance)
-            .unwrap()
-            .document
-            .expect("a document chunk loads a document");
+        let ParsedUpload::Document(loaded) =
+            parse_upload_within(&upload, limits, &mut budget, &mut allowance).unwrap()
+        else {
+            panic!("a document chunk loads a document");
+        };
         let mut applied = Automerge::new_with_encoding(TextEncoding::Utf8CodeUnit);
         applied.apply_changes(from_chunks.clone()).unwrap();
-        assert_eq!(loaded.save(), applied.save(), "the loaded document is the applied one");
-        let raw: usize = from_chunks.iter().map(|change| change.raw_bytes().len()).sum();
-        assert_eq!(limits.max_inflated_bytes - budget, raw + ops * DOCUMENT_CHUNK_OP_BYTES);
+        assert_eq!(loaded.doc.save(), applied.save(), "the loaded document is the applied one");
+        let facts: Vec<ChangeFacts> = from_chunks.iter().map(ChangeFacts::of).collect();
+        assert_eq!(loaded.facts, facts);
+        assert_eq!(limits.max_inflated_bytes - budget, ops * DOCUMENT_CHUNK_OP_BYTES);
         assert_eq!(allowance, 100 - expected.len());
     }
 
@@ -916,10 +1022,10 @@ mod tests {
             Err(MergeError::TooManyChanges { .. })
         ));
         assert!(matches!(parse(largest, 200, changes), Err(MergeError::InflateLimit { .. })));
-        // Each claimed operation costs the budget what loading it holds, on top of the bytes.
+        // Each claimed operation costs the budget what loading it holds; the changes are not
+        // listed, so their bytes cost nothing more.
         let ops: usize = doc.get_changes(&[]).iter().map(Change::len).sum();
-        let bytes: usize = doc.get_changes(&[]).iter().map(|change| change.raw_bytes().len()).sum();
-        let needed = bytes + ops * DOCUMENT_CHUNK_OP_BYTES;
+        let needed = ops * DOCUMENT_CHUNK_OP_BYTES;
         assert!(parse(largest, needed, changes).is_ok());
         assert!(matches!(
             parse(largest, needed - 1, changes),

@@ -40,7 +40,7 @@ use axum::routing::post;
 use sha2::{Digest, Sha256};
 use sync_core::body::{self, BodyError};
 use sync_core::ids::DocumentId;
-use sync_core::merge::{UploadLimits, causal_not_before, parse_upload_within};
+use sync_core::merge::{ParsedUpload, UploadLimits, causal_not_before, parse_upload_within};
 use sync_core::protocol::{CONTENT_TYPE, DocOutcome, DocResult, SyncRequest, SyncResponse};
 use sync_core::records::Procedure;
 use sync_core::records::Record;
@@ -423,13 +423,14 @@ struct Quarantined {
 /// The uploaded changes the server does not hold yet, each once.
 fn unstored_changes(
     connection: &rusqlite::Connection,
-    upload: &DocumentUpload,
+    doc_id: DocumentId,
+    uploaded: &[automerge::Change],
 ) -> Result<Vec<automerge::Change>, StoreError> {
     let mut seen = HashSet::new();
     let mut unstored = Vec::new();
-    for change in &upload.changes {
+    for change in uploaded {
         let hash = change.hash();
-        if seen.insert(hash) && !changes::is_stored(connection, upload.doc_id, &hash)? {
+        if seen.insert(hash) && !changes::is_stored(connection, doc_id, &hash)? {
             unstored.push(change.clone());
         }
     }
@@ -484,8 +485,6 @@ fn prepare(
     let mut uploaded = HashSet::new();
     let mut uploads = Vec::with_capacity(request.docs.len());
     let mut base_heads = HashMap::with_capacity(request.docs.len());
-    // Documents loaded from document chunks: the premerge below takes them as they are.
-    let mut loaded = HashMap::new();
     for doc_upload in &request.docs {
         if !doc_ids.insert(doc_upload.doc_id) {
             return Err(ApiError::MalformedChange(format!(
@@ -495,12 +494,12 @@ fn prepare(
         }
         let parsed =
             parse_upload_within(doc_upload, limits, &mut inflated_budget, &mut change_allowance)?;
-        let changes = parsed.changes;
-        if let Some(document) = parsed.document {
-            loaded.insert(doc_upload.doc_id, document);
-        }
-        uploaded.extend(changes.iter().map(automerge::Change::hash));
-        uploads.push(DocumentUpload { doc_id: doc_upload.doc_id, changes, premerged: None });
+        uploaded.extend(parsed.hashes());
+        uploads.push(DocumentUpload {
+            doc_id: doc_upload.doc_id,
+            changes: parsed,
+            premerged: None,
+        });
         base_heads.insert(doc_upload.doc_id, hashes_from_wire(&doc_upload.base_heads));
     }
     let upload_only = match caller.upload_only {
@@ -523,10 +522,7 @@ fn prepare(
     if policy.is_some() && upload_only.is_none() {
         for upload in &mut uploads {
             if base_heads.get(&upload.doc_id).is_some_and(Vec::is_empty) {
-                upload.premerged = match loaded.remove(&upload.doc_id) {
-                    Some(document) => Premerged::of_loaded(document, &upload.changes),
-                    None => Premerged::of(upload.doc_id, &upload.changes),
-                };
+                upload.premerged = Premerged::of(upload.doc_id, &upload.changes);
             }
         }
     }
@@ -638,8 +634,8 @@ impl SyncRound {
                     if elsewhere
                         && device_documents::holds(connection, &self.device, upload.doc_id)?
                     {
-                        for change in &upload.changes {
-                            policy.check_actor(change.actor_id())?;
+                        for change in upload.changes.facts() {
+                            policy.check_actor(&change.actor)?;
                         }
                         true
                     } else {
@@ -652,7 +648,7 @@ impl SyncRound {
                 let doc_id = upload.doc_id;
                 quarantined.push(Quarantined {
                     doc_id,
-                    changes: upload.changes,
+                    changes: upload.changes.into_changes(),
                     code: "out_of_scope",
                     reason: "the officer can no longer see this document (moved to another \
                              township)"
@@ -685,12 +681,14 @@ impl SyncRound {
         let Some(policy) = &self.policy else { return Ok((uploads, Vec::new())) };
         let mut kept = Vec::with_capacity(uploads.len());
         let mut sealed = Vec::new();
-        for upload in uploads {
+        for mut upload in uploads {
             let Some(sealed_state) = review::sealed_state(connection, upload.doc_id)? else {
                 kept.push(upload);
                 continue;
             };
-            let new_changes = unstored_changes(connection, &upload)?;
+            let listed = upload.take_changes();
+            let new_changes = unstored_changes(connection, upload.doc_id, &listed)?;
+            upload.changes = ParsedUpload::Changes(listed);
             if new_changes.is_empty() {
                 kept.push(upload);
                 continue;
@@ -735,10 +733,12 @@ impl SyncRound {
         let mut kept = Vec::with_capacity(uploads.len());
         let mut withdrawn = Vec::new();
         let mut flags = Vec::new();
-        for upload in uploads {
-            let new_changes = unstored_changes(connection, &upload)?;
-            let uploaded: HashSet<ChangeHash> =
-                upload.changes.iter().map(|change| change.hash()).collect();
+        for mut upload in uploads {
+            // Judged change by change, a document chunk's changes listed.
+            let listed = upload.take_changes();
+            let new_changes = unstored_changes(connection, upload.doc_id, &listed)?;
+            let uploaded: HashSet<ChangeHash> = listed.iter().map(|change| change.hash()).collect();
+            upload.changes = ParsedUpload::Changes(listed);
             let quarantine = |changes: Vec<automerge::Change>, reason: String| Quarantined {
                 doc_id: upload.doc_id,
                 changes,
@@ -813,18 +813,16 @@ impl SyncRound {
             ..=(self.received_at + causal::CLOCK_TOLERANCE_MS);
         let mut candidates = Vec::new();
         for upload in uploads {
-            for change in &upload.changes {
-                let timestamp = change.timestamp();
-                if near.contains(&timestamp.saturating_mul(1000)) {
+            for change in upload.changes.facts() {
+                if near.contains(&change.timestamp.saturating_mul(1000)) {
                     continue;
                 }
-                let hash = change.hash();
-                if !changes::is_stored(connection, upload.doc_id, &hash)? {
+                if !changes::is_stored(connection, upload.doc_id, &change.hash)? {
                     candidates.push(ClockCandidate {
                         doc_id: upload.doc_id,
-                        hash,
-                        actor: change.actor_id().to_bytes().to_vec(),
-                        timestamp,
+                        hash: change.hash,
+                        actor: change.actor.to_bytes().to_vec(),
+                        timestamp: change.timestamp,
                     });
                 }
             }

@@ -7,11 +7,11 @@
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 
-use automerge::{ActorId, Change, ChangeHash};
+use automerge::{ActorId, ChangeHash};
 use rusqlite::types::Type;
 use rusqlite::{Connection, Row, params};
 use sync_core::ids::DocumentId;
-use sync_core::merge::ReceivedChange;
+use sync_core::merge::{ChangeFacts, ReceivedChange};
 use sync_core::protocol::DocUpdate;
 
 use crate::store::{Attribution, StoreError, creations};
@@ -62,7 +62,8 @@ const INSERT_COLUMNS: &str = "(hash, doc_id, actor, seq, deps, bytes, message, d
      received_at, device, officer, certificate)";
 
 /// Appends a document's new changes, whose stored bytes (`Change::bytes`) are `encoded` (one
-/// entry per change, in order), and returns the feed sequence of the last one (0 for none).
+/// entry per change, in order; empty for a change of a document chunk, whose creation holds
+/// it: `store::creations`), and returns the feed sequence of the last one (0 for none).
 ///
 /// The changes go in by multi-row `INSERT`s of up to [`INSERT_ROWS`]: one statement step per
 /// row cost about as much as the B-tree work itself (BENCHMARKS.md). The caller passes the
@@ -76,7 +77,7 @@ const INSERT_COLUMNS: &str = "(hash, doc_id, actor, seq, deps, bytes, message, d
 pub(crate) fn insert_all(
     connection: &Connection,
     doc_id: DocumentId,
-    changes: &[Change],
+    changes: &[ChangeFacts],
     encoded: &[Vec<u8>],
     received_at: i64,
     attribution: &Attribution,
@@ -106,25 +107,25 @@ pub(crate) fn insert_all(
 fn insert_batch(
     connection: &Connection,
     doc_id: DocumentId,
-    changes: &[Change],
+    changes: &[ChangeFacts],
     encoded: &[Vec<u8>],
     received_at: i64,
     attribution: &Attribution,
 ) -> Result<i64, StoreError> {
     let mut rows = Vec::with_capacity(changes.len());
     for change in changes {
-        let hash = change.hash();
-        let seq = i64::try_from(change.seq()).map_err(|_| StoreError::Unstorable {
+        let hash = change.hash;
+        let seq = i64::try_from(change.seq).map_err(|_| StoreError::Unstorable {
             hash: hash.to_string(),
             reason: "sequence number exceeds 2^63".to_owned(),
         })?;
         rows.push(InsertRow {
             hash,
-            deps: hashes_blob(change.deps()),
-            actor: change.actor_id().to_bytes().to_vec(),
+            deps: hashes_blob(&change.deps),
+            actor: change.actor.to_bytes(),
             seq,
-            device_time: change.timestamp(),
-            message: change.message().map(str::to_owned),
+            device_time: change.timestamp,
+            message: change.message.as_deref(),
         });
     }
     let placeholders = vec!["(?,?,?,?,?,?,?,?,?,?,?,?)"; rows.len()].join(",");
@@ -167,13 +168,13 @@ fn insert_batch(
 }
 
 /// The computed columns of one change to insert.
-struct InsertRow {
+struct InsertRow<'a> {
     hash: ChangeHash,
     deps: Vec<u8>,
-    actor: Vec<u8>,
+    actor: &'a [u8],
     seq: i64,
     device_time: i64,
-    message: Option<String>,
+    message: Option<&'a str>,
 }
 
 /// Whether a root change with this hash is stored, for any document (`changes_root`).
@@ -193,6 +194,22 @@ pub(crate) fn bytes_after(
         "SELECT bytes FROM changes WHERE doc_id = ?1 AND feed_seq > ?2 ORDER BY feed_seq",
     )?;
     let rows = statement.query_map(params![doc_id.as_bytes(), after_feed_seq], |row| row.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The hashes of a document's changes from `first` to `last` feed sequence.
+pub(crate) fn hashes_between(
+    connection: &Connection,
+    doc_id: DocumentId,
+    first: i64,
+    last: u64,
+) -> Result<Vec<ChangeHash>, StoreError> {
+    let mut statement = connection.prepare_cached(
+        "SELECT hash FROM changes WHERE doc_id = ?1 AND feed_seq BETWEEN ?2 AND ?3",
+    )?;
+    let last = i64::try_from(last).unwrap_or(i64::MAX);
+    let rows =
+        statement.query_map(params![doc_id.as_bytes(), first, last], |row| hash_column(row, 0))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
@@ -303,7 +320,23 @@ pub(crate) fn feed_until(
             };
             let (bytes, through) = match whole {
                 Some(creation) => (creation.bytes, creation.last_feed_seq),
-                None => (row.get(3)?, feed_seq),
+                None => {
+                    let bytes: Vec<u8> = row.get(3)?;
+                    if bytes.is_empty() {
+                        // A change of a document chunk, whose creation holds its bytes: reached
+                        // past the document's first change (a round that uploaded only that
+                        // one), it brings the document whole.
+                        let creation = creations::covering(connection, feed_seq)?
+                            .filter(|creation| creation.doc_id == doc_id)
+                            .ok_or_else(|| StoreError::Corrupt {
+                                doc_id,
+                                reason: format!("change {feed_seq} has no bytes and no creation"),
+                            })?;
+                        (creation.bytes, creation.last_feed_seq)
+                    } else {
+                        (bytes, feed_seq)
+                    }
+                }
             };
             if page_bytes > 0 && page_bytes + bytes.len() > byte_budget {
                 return Ok(Feed { updates, cursor: reached, more: true });

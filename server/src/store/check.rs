@@ -1,19 +1,20 @@
 //! `fieldcase-server check`: the consistency check of a data directory's database.
 //!
 //! The change log is the truth and every document row a cache of it, so the check rebuilds
-//! each document from its changes alone and compares the heads with the row's `heads` and with
+//! each document from its changes alone (and its creation, which holds the bytes of the
+//! changes a document chunk brought) and compares the heads with the row's `heads` and with
 //! the document loaded from its snapshot and later changes, after SQLite's own
 //! `integrity_check`. It reads in one read transaction, so it can run beside a live server
 //! (WAL readers) or on a stopped one, and never writes.
 
 use std::path::Path;
 
-use automerge::{Change, ChangeHash, ReadDoc};
+use automerge::{Automerge, Change, ChangeHash, ReadDoc};
 use rusqlite::Connection;
 use serde::Serialize;
 use sync_core::ids::DocumentId;
 
-use crate::store::{StoreError, changes, documents, schema};
+use crate::store::{StoreError, changes, creations, documents, schema};
 
 /// What the check found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -85,9 +86,34 @@ fn check_document(
     doc_id: DocumentId,
     stored_heads: &[ChangeHash],
 ) -> Result<Result<(), String>, StoreError> {
-    let mut rebuilt = documents::empty_document();
-    let parsed: Result<Vec<Change>, _> = changes::bytes_after(connection, doc_id, 0)?
+    // A document chunk's changes are logged without their bytes, which its creation holds.
+    let (mut rebuilt, held) = match creations::of_document(connection, doc_id)? {
+        None => (documents::empty_document(), 0),
+        Some((first_feed_seq, creation)) => {
+            let Ok(created) = Automerge::load(&creation.bytes) else {
+                return Ok(Err("its creation does not load".to_owned()));
+            };
+            let logged = changes::hashes_between(
+                connection,
+                doc_id,
+                first_feed_seq,
+                creation.last_feed_seq,
+            )?;
+            let saved: Vec<ChangeHash> =
+                created.get_changes_meta(&[]).into_iter().map(|change| change.hash).collect();
+            if sorted(saved) != sorted(logged.clone()) {
+                return Ok(Err("its creation holds other changes than the log's".to_owned()));
+            }
+            (created, logged.len())
+        }
+    };
+    let logged = changes::bytes_after(connection, doc_id, 0)?;
+    if logged.iter().filter(|bytes| bytes.is_empty()).count() > held {
+        return Ok(Err("a logged change has no bytes and no creation holds it".to_owned()));
+    }
+    let parsed: Result<Vec<Change>, _> = logged
         .iter()
+        .filter(|bytes| !bytes.is_empty())
         .map(|bytes| Change::try_from(bytes.as_slice()))
         .collect();
     let log_changes = match parsed {

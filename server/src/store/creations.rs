@@ -1,5 +1,10 @@
 //! SQL on the creations: each document saved once, as the upload that created it left it.
 //!
+//! For a document created by a document chunk this is where its changes' bytes are: their
+//! change-log rows store none, since listing the changes of a loaded document encodes every
+//! operation again (`sync_core::merge::LoadedDocument`). The document's first snapshot is the
+//! same bytes, and `check` rebuilds the document from its creation and its later changes.
+//!
 //! A device that has none of a document's changes (its cursor is before the first of them)
 //! would otherwise download them one by one: in a first sync of a township, every device
 //! downloads every other device's records, so that is most of the feed. The saved document is
@@ -52,15 +57,45 @@ pub(crate) fn starting_at(
     let mut statement = connection.prepare_cached(
         "SELECT doc_id, last_feed_seq, bytes FROM creations WHERE first_feed_seq = ?1",
     )?;
+    Ok(statement.query_row([first_feed_seq], creation_row).optional()?)
+}
+
+/// The creation holding the change at `feed_seq`, if a creation holds it.
+pub(crate) fn covering(
+    connection: &Connection,
+    feed_seq: u64,
+) -> Result<Option<Creation>, StoreError> {
+    let Ok(feed_seq) = i64::try_from(feed_seq) else { return Ok(None) };
+    let mut statement = connection.prepare_cached(
+        "SELECT doc_id, last_feed_seq, bytes FROM creations WHERE first_feed_seq <= ?1 \
+         ORDER BY first_feed_seq DESC LIMIT 1",
+    )?;
+    let creation = statement.query_row([feed_seq], creation_row).optional()?;
+    Ok(creation.filter(|creation| {
+        i64::try_from(creation.last_feed_seq).is_ok_and(|last| last >= feed_seq)
+    }))
+}
+
+/// Reads `doc_id, last_feed_seq, bytes`.
+fn creation_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Creation> {
+    let last_feed_seq: i64 = row.get(1)?;
+    Ok(Creation {
+        doc_id: doc_id_column(row, 0)?,
+        last_feed_seq: u64::try_from(last_feed_seq).unwrap_or(0),
+        bytes: row.get(2)?,
+    })
+}
+
+/// A document's creation and the feed sequence of its first change, if it has one.
+pub(crate) fn of_document(
+    connection: &Connection,
+    doc_id: DocumentId,
+) -> Result<Option<(i64, Creation)>, StoreError> {
+    let mut statement = connection.prepare_cached(
+        "SELECT doc_id, last_feed_seq, bytes, first_feed_seq FROM creations WHERE doc_id = ?1",
+    )?;
     let creation = statement
-        .query_row([first_feed_seq], |row| {
-            let last_feed_seq: i64 = row.get(1)?;
-            Ok(Creation {
-                doc_id: doc_id_column(row, 0)?,
-                last_feed_seq: u64::try_from(last_feed_seq).unwrap_or(0),
-                bytes: row.get(2)?,
-            })
-        })
+        .query_row([doc_id.as_bytes()], |row| Ok((row.get(3)?, creation_row(row)?)))
         .optional()?;
     Ok(creation)
 }

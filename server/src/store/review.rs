@@ -168,7 +168,7 @@ pub(crate) fn write_server_change(
     doc.apply_changes(new_changes.clone())
         .map_err(|err| StoreError::Corrupt { doc_id, reason: err.to_string() })?;
     let mut item = WorkingDocument::new(doc_id, doc, false);
-    item.new_changes = new_changes;
+    item.new_changes.extend(new_changes);
     item.check_quota(context.connection())?;
     item.write(context.connection(), now_ms, attribution)?;
     item.into_merged(context);

@@ -3,21 +3,23 @@
 
 use std::collections::HashSet;
 
-use automerge::{AutoCommit, ChangeHash, ROOT};
+use automerge::{AutoCommit, ChangeHash, ROOT, SaveOptions};
 use axum::http::StatusCode;
 use rusqlite::Connection;
 use sync_core::edit::{TextEdit, edit_text};
 use sync_core::error::MergeError;
 use sync_core::ids::DocumentId;
 use sync_core::json::value_json;
-use sync_core::merge::parse_changes;
+use sync_core::merge::{ParsedUpload, UploadLimits, parse_changes, parse_upload_within};
+use sync_core::protocol::DocUpload;
 
 use crate::error::ApiError;
 use crate::fixtures::{actor, chunks, doc_id, new_inspection, set_outcome, temp_store};
 use crate::store::check::check_database;
 use crate::store::{
-    DATABASE_FILE, DocumentUpload, MAX_DOCUMENT_BYTES, Refusal, SNAPSHOT_INTERVAL, Store,
-    StoreError, StoreOptions, Unchecked, Visibility, Weight, changes, documents, merge_uploads_in,
+    DATABASE_FILE, DocumentUpload, MAX_DOCUMENT_BYTES, Premerged, Refusal, SNAPSHOT_INTERVAL,
+    Store, StoreError, StoreOptions, Unchecked, Visibility, Weight, changes, documents,
+    merge_uploads_in,
 };
 
 const NOW: i64 = 1_700_000_000_000;
@@ -26,7 +28,7 @@ const NOW: i64 = 1_700_000_000_000;
 fn parsed(doc_id: DocumentId, doc: &mut AutoCommit, since: &[ChangeHash]) -> DocumentUpload {
     let wire = chunks(&mut doc.get_changes(since));
     let changes = parse_changes(doc_id, &wire).expect("device changes parse");
-    DocumentUpload { doc_id, changes, premerged: None }
+    DocumentUpload { doc_id, changes: ParsedUpload::Changes(changes), premerged: None }
 }
 
 /// Uploads everything after `since` and returns the device's heads.
@@ -167,7 +169,11 @@ fn an_upload_of_no_changes_for_an_unknown_document_creates_nothing() {
 
     let merged = store
         .merge_uploads(
-            vec![DocumentUpload { doc_id: doc_id(8), changes: Vec::new(), premerged: None }],
+            vec![DocumentUpload {
+                doc_id: doc_id(8),
+                changes: ParsedUpload::Changes(Vec::new()),
+                premerged: None,
+            }],
             NOW,
             Unchecked::default(),
         )
@@ -595,4 +601,78 @@ fn a_created_document_is_fed_whole_from_before_its_first_change_and_by_change_af
     assert_eq!(tight.updates[0].changes.len(), 1);
     assert!(is_document(&tight.updates[0].changes[0]));
     assert_eq!((tight.cursor, tight.more), (2, true));
+}
+
+/// A new document's upload as a device sends it: one uncompressed document chunk, premerged as
+/// a sync premerges it.
+fn whole(doc_id: DocumentId, doc: &mut AutoCommit) -> DocumentUpload {
+    let chunk = doc.save_with_options(SaveOptions { deflate: false, retain_orphans: false });
+    let upload =
+        DocUpload { doc_id, base_heads: Vec::new(), heads: Vec::new(), changes: vec![chunk] };
+    let limits = UploadLimits::default();
+    let (mut budget, mut allowance) = (limits.max_inflated_bytes, usize::MAX);
+    let changes = parse_upload_within(&upload, limits, &mut budget, &mut allowance)
+        .expect("the document chunk parses");
+    let premerged = Premerged::of(doc_id, &changes);
+    assert!(premerged.is_some(), "a new document premerges");
+    DocumentUpload { doc_id, changes, premerged }
+}
+
+#[test]
+fn a_document_chunk_is_logged_by_its_creation_and_reloads_checks_and_feeds_whole() {
+    // Arrange: a record of two changes uploaded as one document chunk, then edited.
+    let (dir, store) = temp_store();
+    let id = doc_id(44);
+    let mut doc = new_inspection(&actor(44), id);
+    set_outcome(&mut doc, "referral");
+    let created = doc.get_heads();
+    let merged = store.merge_uploads(vec![whole(id, &mut doc)], NOW, Unchecked::default()).unwrap();
+    assert_eq!((merged[0].stored, merged[0].heads.clone()), (2, created.clone()));
+    set_outcome(&mut doc, "case_lead");
+    sync(&store, id, &mut doc, &created);
+
+    // Act
+    let logged: Vec<i64> = store
+        .read(|tx| {
+            let mut statement = tx
+                .prepare("SELECT length(bytes) FROM changes WHERE doc_id = ?1 ORDER BY feed_seq")?;
+            let rows = statement.query_map([id.as_bytes()], |row| row.get(0))?;
+            Ok(rows.collect::<Result<Vec<i64>, _>>()?)
+        })
+        .unwrap();
+    let inside =
+        store.read(|tx| changes::feed_after(tx, 1, &HashSet::new(), 8 << 20, true, None)).unwrap();
+    drop(store);
+    let reopened = Store::open(&dir.path().join(DATABASE_FILE)).unwrap();
+    let report = check_database(&dir.path().join(DATABASE_FILE)).unwrap();
+
+    // Assert: the chunk's changes are logged without bytes, which its creation holds.
+    assert_eq!(logged.len(), 3);
+    assert_eq!(&logged[..2], [0, 0]);
+    assert!(logged[2] > 0);
+    // A cursor inside the creation still gets the document whole, then the edit.
+    let sent = &inside.updates[0].changes;
+    assert_eq!(sent.len(), 2);
+    assert_eq!(AutoCommit::load(&sent[0]).unwrap().get_heads(), created);
+    // The document reloads from its snapshot and later change, and checks against the log.
+    assert_eq!(reopened.document(id).unwrap().unwrap().get_heads(), doc.get_heads());
+    assert!(report.passed(), "{report:?}");
+    assert_eq!(report.changes, 3);
+}
+
+#[test]
+fn a_document_chunk_for_a_stored_document_is_merged_change_by_change() {
+    // Arrange: the record is stored; its device uploads it whole again (a lost answer).
+    let (_dir, store) = temp_store();
+    let id = doc_id(45);
+    let mut doc = new_inspection(&actor(45), id);
+    set_outcome(&mut doc, "referral");
+    store.merge_uploads(vec![whole(id, &mut doc)], NOW, Unchecked::default()).unwrap();
+
+    // Act
+    let again = store.merge_uploads(vec![whole(id, &mut doc)], NOW, Unchecked::default()).unwrap();
+
+    // Assert: nothing new, nothing logged twice.
+    assert_eq!((again[0].stored, again[0].heads.clone()), (0, doc.get_heads()));
+    assert_eq!(store.read(|tx| changes::count(tx)).unwrap(), 2);
 }
