@@ -581,7 +581,7 @@ impl Store {
 
     /// [`Self::merge_unchecked`] for uploads as `merge::parse_upload_within` parsed them: a
     /// document loaded from a document chunk is taken as the document's merge, as a sync
-    /// takes it (`Premerged::of_loaded`), so the floor does the work a sync does.
+    /// takes it (`Premerged::of`), so the floor does the work a sync does.
     ///
     /// # Errors
     /// As [`merge_uploads_in`].
