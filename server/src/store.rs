@@ -385,11 +385,11 @@ impl Premerged {
         doc_id: DocumentId,
         upload: ParsedUpload,
     ) -> Result<WorkingDocument, StoreError> {
-        let (doc, new_changes) = match (self.merged, upload) {
-            (Some(merged), _) => merged,
+        let (doc, new_changes, holds_change_bytes) = match (self.merged, upload) {
+            (Some((doc, new_changes)), _) => (doc, new_changes, false),
             (None, ParsedUpload::Document(loaded)) => {
                 let LoadedDocument { doc, facts } = *loaded;
-                (doc, NewChanges::of_document(facts))
+                (doc, NewChanges::of_document(facts), true)
             }
             // Not built this way (`Self::of`); merged as if nothing had been premerged.
             (None, ParsedUpload::Changes(changes)) => {
@@ -405,7 +405,7 @@ impl Premerged {
         let mut item = WorkingDocument::new(doc_id, doc, true);
         item.new_changes = new_changes;
         item.projection = Some(self.projection);
-        item.creation = Some(Creation { bytes: self.saved, changes: covered });
+        item.creation = Some(Creation { bytes: self.saved, changes: covered, holds_change_bytes });
         Ok(item)
     }
 }
@@ -779,6 +779,8 @@ struct WorkingDocument {
 struct Creation {
     bytes: Vec<u8>,
     changes: usize,
+    // Its changes came in a document chunk and are logged without bytes: these hold them.
+    holds_change_bytes: bool,
 }
 
 impl WorkingDocument {
@@ -793,11 +795,12 @@ impl WorkingDocument {
         }
     }
 
-    /// What the new changes add to the document's stored change bytes: their own, and those of
-    /// the creation that holds a document chunk's changes.
+    /// What the new changes add to the document's stored change bytes: their own, or for a
+    /// document chunk's changes, logged without bytes, those of the creation that holds them.
     fn added_bytes(&self) -> usize {
         let own: usize = self.new_changes.bytes.iter().map(Vec::len).sum();
-        own + self.creation.as_ref().map_or(0, |creation| creation.bytes.len())
+        let held = self.creation.as_ref().filter(|creation| creation.holds_change_bytes);
+        own + held.map_or(0, |creation| creation.bytes.len())
     }
 
     /// Refuses the upload when the document's stored change bytes would pass the quota.

@@ -642,6 +642,16 @@ fn a_document_chunk_is_logged_by_its_creation_and_reloads_checks_and_feeds_whole
         .unwrap();
     let inside =
         store.read(|tx| changes::feed_after(tx, 1, &HashSet::new(), 8 << 20, true, None)).unwrap();
+    let (counted, creation) = store
+        .read(|tx| {
+            let creation: i64 = tx.query_row(
+                "SELECT length(bytes) FROM creations WHERE doc_id = ?1",
+                [id.as_bytes()],
+                |row| row.get(0),
+            )?;
+            Ok((documents::change_bytes(tx, id)?, creation))
+        })
+        .unwrap();
     drop(store);
     let reopened = Store::open(&dir.path().join(DATABASE_FILE)).unwrap();
     let report = check_database(&dir.path().join(DATABASE_FILE)).unwrap();
@@ -650,6 +660,8 @@ fn a_document_chunk_is_logged_by_its_creation_and_reloads_checks_and_feeds_whole
     assert_eq!(logged.len(), 3);
     assert_eq!(&logged[..2], [0, 0]);
     assert!(logged[2] > 0);
+    // Its quota counts the creation for them.
+    assert_eq!(counted, creation + logged[2]);
     // A cursor inside the creation still gets the document whole, then the edit.
     let sent = &inside.updates[0].changes;
     assert_eq!(sent.len(), 2);
