@@ -8,7 +8,7 @@
 //! Every test starts from the demo registry (`bootstrap::prepare` with `demo`) and talks as
 //! enrolled devices whose keys sign a fresh proof for every request.
 
-use automerge::{ActorId, AutoCommit, Change, ChangeHash};
+use automerge::{ActorId, AutoCommit, Change, ChangeHash, SaveOptions};
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
@@ -623,6 +623,42 @@ async fn an_empty_sync_returns_the_feed_after_the_cursor() {
     assert_eq!(whole.get_heads(), doc.get_heads());
     let mut edit = doc.get_changes(&[])[1].clone();
     assert_eq!(after_first.updates[0].changes[0], edit.bytes().into_owned());
+}
+
+#[tokio::test]
+async fn a_version_1_device_gets_a_whole_upload_change_by_change_in_a_version_1_answer() {
+    // Arrange: a record uploaded whole, as one document chunk.
+    let api = TestApi::new();
+    let officer = api.login("o-1").await;
+    let id = doc_id(13);
+    let mut doc = chengguan_inspection(&officer, id);
+    set_outcome(&mut doc, "referral");
+    let chunk = doc.save_with_options(SaveOptions { deflate: false, retain_orphans: false });
+    let whole = DocUpload {
+        doc_id: id,
+        base_heads: Vec::new(),
+        heads: wire_heads(&mut doc),
+        changes: vec![chunk],
+    };
+    api.sync(&officer, &request_for(0, vec![whole])).await;
+    let mut version_1 = request_for(0, vec![]).encode();
+    version_1[3] = 1;
+
+    // Act
+    let old = api.post_sync(&officer, version_1).await;
+    let new = api.sync(&officer, &request_for(0, vec![])).await;
+
+    // Assert: version 1 gets change chunks (type 1 or 2, never 0) in a version 1 answer.
+    let (old, version) = SyncResponse::decode_versioned(&old.body).expect("a sync answer");
+    assert_eq!(version, 1);
+    let chunks = &old.updates[0].changes;
+    let sent: Vec<Vec<u8>> =
+        doc.get_changes(&[]).iter_mut().map(|change| change.bytes().into_owned()).collect();
+    assert_eq!(chunks, &sent);
+    // Version 2 gets the document whole.
+    assert_eq!(new.updates[0].changes.len(), 1);
+    assert_eq!(new.updates[0].changes[0][8], 0);
+    assert_eq!((old.cursor, new.cursor), (2, 2));
 }
 
 #[tokio::test]

@@ -16,8 +16,13 @@ use serde::{Deserialize, Serialize};
 use crate::error::DecodeError;
 use crate::ids::DocumentId;
 
-/// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u8 = 1;
+/// The protocol version this build speaks. Version 2 lets a feed page send a document whole
+/// ([`DocUpdate`]); the body layout is that of version 1.
+pub const PROTOCOL_VERSION: u8 = 2;
+
+/// The oldest version still answered: a version 1 device gets its feed change by change, and
+/// its answers in version 1, so devices and the server need not be upgraded together.
+pub const OLDEST_VERSION: u8 = 1;
 
 /// Media type of sync request and response bodies.
 pub const CONTENT_TYPE: &str = "application/vnd.fieldcase.sync";
@@ -109,9 +114,9 @@ pub enum DocOutcome {
 pub struct DocUpdate {
     /// The document.
     pub doc_id: DocumentId,
-    /// Chunks in causal order: change chunks, except that a page reaching the document's
-    /// first change may start with the whole document as the upload that created it left it
-    /// (a saved document chunk holding every change of that upload).
+    /// Chunks in causal order: change chunks, except that from version 2 on a page reaching
+    /// the document's first change may start with the whole document as the upload that
+    /// created it left it (a saved document chunk holding every change of that upload).
     #[serde(with = "chunks")]
     pub changes: Vec<Vec<u8>>,
 }
@@ -119,11 +124,16 @@ pub struct DocUpdate {
 impl SyncRequest {
     /// Frames the request for the wire.
     pub fn encode(&self) -> Vec<u8> {
-        encode(self)
+        encode(self, PROTOCOL_VERSION)
     }
 
     /// Parses a request body; never panics on hostile bytes.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        decode(bytes).map(|(request, _)| request)
+    }
+
+    /// [`Self::decode`], with the version the device wrote, which its answer is written in.
+    pub fn decode_versioned(bytes: &[u8]) -> Result<(Self, u8), DecodeError> {
         decode(bytes)
     }
 
@@ -136,11 +146,21 @@ impl SyncRequest {
 impl SyncResponse {
     /// Frames the response for the wire.
     pub fn encode(&self) -> Vec<u8> {
-        encode(self)
+        encode(self, PROTOCOL_VERSION)
+    }
+
+    /// Frames the response in the version of the request it answers.
+    pub fn encode_as(&self, version: u8) -> Vec<u8> {
+        encode(self, version)
     }
 
     /// Parses a response body.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        decode(bytes).map(|(response, _)| response)
+    }
+
+    /// [`Self::decode`], with the version it was written in.
+    pub fn decode_versioned(bytes: &[u8]) -> Result<(Self, u8), DecodeError> {
         decode(bytes)
     }
 }
@@ -164,25 +184,25 @@ mod chunks {
     }
 }
 
-fn encode<T: Serialize>(message: &T) -> Vec<u8> {
+fn encode<T: Serialize>(message: &T, version: u8) -> Vec<u8> {
     // Sized exactly first: an answer carries up to 8 MiB of feed, and a buffer grown by
     // doubling would hold up to 16 MiB, with both copies alive while it grows.
     let size =
         postcard::experimental::serialized_size(message).expect("sizing a message cannot fail");
     let mut out = Vec::with_capacity(MAGIC.len() + 1 + size);
     out.extend_from_slice(MAGIC);
-    out.push(PROTOCOL_VERSION);
+    out.push(version);
     postcard::to_extend(message, out).expect("serialising into a Vec cannot fail")
 }
 
-fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, DecodeError> {
+fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<(T, u8), DecodeError> {
     let Some(body) = bytes.strip_prefix(MAGIC.as_slice()) else {
         return Err(DecodeError::BadMagic);
     };
     let Some((&version, body)) = body.split_first() else {
         return Err(DecodeError::Malformed("message ends after the magic bytes".to_owned()));
     };
-    if version != PROTOCOL_VERSION {
+    if !(OLDEST_VERSION..=PROTOCOL_VERSION).contains(&version) {
         return Err(DecodeError::UnsupportedVersion(version));
     }
     let (message, rest) =
@@ -190,7 +210,7 @@ fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, DecodeError> 
     if !rest.is_empty() {
         return Err(DecodeError::Malformed(format!("{} bytes of trailing data", rest.len())));
     }
-    Ok(message)
+    Ok((message, version))
 }
 
 #[cfg(test)]
@@ -213,6 +233,21 @@ mod tests {
     fn request_round_trips() {
         let request = sample_request();
         assert_eq!(SyncRequest::decode(&request.encode()).unwrap(), request);
+    }
+
+    #[test]
+    fn both_versions_decode_with_their_version_and_no_other() {
+        let request = sample_request();
+        let mut bytes = request.encode();
+        assert_eq!(SyncRequest::decode_versioned(&bytes), Ok((request.clone(), 2)));
+        bytes[3] = 1;
+        assert_eq!(SyncRequest::decode_versioned(&bytes), Ok((request, 1)));
+        bytes[3] = 0;
+        assert_eq!(SyncRequest::decode(&bytes), Err(DecodeError::UnsupportedVersion(0)));
+        bytes[3] = 3;
+        assert_eq!(SyncRequest::decode(&bytes), Err(DecodeError::UnsupportedVersion(3)));
+        let response = SyncResponse::default();
+        assert_eq!(SyncResponse::decode_versioned(&response.encode_as(1)), Ok((response, 1)));
     }
 
     #[test]

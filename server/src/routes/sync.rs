@@ -253,13 +253,14 @@ async fn finish(
     let feed = run_blocking(move || Ok(store.read(|tx| bounds.read(tx, budget))?)).await?;
     let delivered = delivered_documents(&feed);
     record_delivery(state, device, delivered, all, bounds_township, false).await?;
-    let mut response = SyncResponse::decode(&answer.response).map_err(|err| {
-        ApiError::Internal(anyhow::anyhow!("a stored sync answer does not decode: {err}"))
-    })?;
+    let (mut response, version) =
+        SyncResponse::decode_versioned(&answer.response).map_err(|err| {
+            ApiError::Internal(anyhow::anyhow!("a stored sync answer does not decode: {err}"))
+        })?;
     response.cursor = feed.cursor;
     response.more = feed.more;
     response.updates = feed.updates;
-    Ok(response.encode())
+    Ok(response.encode_as(version))
 }
 
 /// Records, in a writer job awaited before the answer goes out, the documents a feed page
@@ -312,6 +313,7 @@ fn delivered_documents(feed: &Feed) -> Vec<DocumentId> {
 async fn pull(state: &AppState, round: SyncRound) -> Result<Vec<u8>, ApiError> {
     let _turn = feed_turn().await?;
     let store = state.store().clone();
+    let version = round.version;
     let PulledRound { device, all, township, resync, feed, delivered, evict_due } =
         run_blocking(move || Ok(store.read(|tx| round.read_pull(tx))?)).await?;
     let evict = record_delivery(state, device, delivered, all, township, evict_due).await?;
@@ -322,7 +324,7 @@ async fn pull(state: &AppState, round: SyncRound) -> Result<Vec<u8>, ApiError> {
         updates: feed.updates,
         evict,
     }
-    .encode())
+    .encode_as(version))
 }
 
 /// A pull-only round read on a pooled reader, with what the writer must still record.
@@ -405,6 +407,8 @@ struct SyncRound {
     // Upload-only mode: no feed, and every new change judged against the withdrawal.
     upload_only: Option<UploadOnly>,
     received_at: i64,
+    // The protocol version of the request, and of its answer.
+    version: u8,
 }
 
 /// An upload kept in quarantine for review instead of merged, and how its document's result
@@ -468,7 +472,7 @@ fn prepare(
     {
         return Ok(Prepared::Replay { device: caller.device, answer });
     }
-    let request = SyncRequest::decode(body).map_err(|err| {
+    let (request, version) = SyncRequest::decode_versioned(body).map_err(|err| {
         ApiError::MalformedChange(format!("the body is not a valid sync message: {err}"))
     })?;
     let change_count = request.change_count();
@@ -552,6 +556,7 @@ fn prepare(
         policy,
         upload_only,
         received_at,
+        version,
     })))
 }
 
@@ -879,6 +884,11 @@ impl SyncRound {
         Ok(())
     }
 
+    /// Whether the device reads documents sent whole (protocol version 2).
+    fn reads_whole_documents(&self) -> bool {
+        self.version >= 2
+    }
+
     /// Whether the round only reads: no key (so no stored answer), no change uploaded (so
     /// nothing merged, quarantined or flagged), and not in upload-only mode.
     fn pull_only(&self) -> bool {
@@ -899,6 +909,7 @@ impl SyncRound {
             MAX_RESPONSE_CHANGE_BYTES,
             self.all,
             township,
+            self.reads_whole_documents(),
         )?;
         let delivered = delivered_documents(&feed);
         let evict_due =
@@ -976,6 +987,7 @@ impl SyncRound {
                 all: self.all,
                 township: self.township.clone(),
                 skip,
+                whole_documents: self.reads_whole_documents(),
             };
             let evict = device_documents::evict(connection, &self.device, self.all, township)?;
             (Some(bounds), evict)
@@ -1003,7 +1015,7 @@ impl SyncRound {
         // Without a feed page the cursor stays; with one, `finish` fills cursor and page in.
         let answer =
             SyncResponse { cursor: self.cursor, more: false, results, updates: Vec::new(), evict }
-                .encode();
+                .encode_as(self.version);
         if let Some(keyed) = &self.keyed {
             let stored = StoredAnswer {
                 request_sha256: keyed.request_sha256,

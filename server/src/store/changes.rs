@@ -7,7 +7,7 @@
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 
-use automerge::{ActorId, ChangeHash};
+use automerge::{ActorId, Automerge, ChangeHash};
 use rusqlite::types::Type;
 use rusqlite::{Connection, Row, params};
 use sync_core::ids::DocumentId;
@@ -213,6 +213,21 @@ pub(crate) fn hashes_between(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// How many of a document's changes are logged without bytes outside the feed sequences
+/// `first..=last` (those its creation holds).
+pub(crate) fn without_bytes_outside(
+    connection: &Connection,
+    doc_id: DocumentId,
+    first: i64,
+    last: i64,
+) -> Result<i64, StoreError> {
+    let mut statement = connection.prepare_cached(
+        "SELECT COUNT(*) FROM changes WHERE doc_id = ?1 AND length(bytes) = 0 \
+         AND feed_seq NOT BETWEEN ?2 AND ?3",
+    )?;
+    Ok(statement.query_row(params![doc_id.as_bytes(), first, last], |row| row.get(0))?)
+}
+
 /// How many of a document's changes come after `after_feed_seq`.
 pub(crate) fn count_after(
     connection: &Connection,
@@ -244,9 +259,10 @@ pub(crate) fn feed_after(
     byte_budget: usize,
     all: bool,
     township: Option<&str>,
+    whole_documents: bool,
 ) -> Result<Feed, StoreError> {
     let last_feed_seq = last_feed_seq(connection)?;
-    feed_until(connection, cursor, last_feed_seq, skip, byte_budget, all, township)
+    feed_until(connection, cursor, last_feed_seq, skip, byte_budget, all, township, whole_documents)
 }
 
 /// The highest feed sequence of the connection's snapshot (0 for an empty log).
@@ -273,6 +289,7 @@ pub(crate) fn feed_until(
     byte_budget: usize,
     all: bool,
     township: Option<&str>,
+    whole_documents: bool,
 ) -> Result<Feed, StoreError> {
     let last_feed_seq = i64::try_from(last_feed_seq).unwrap_or(i64::MAX);
     let mut statement = connection.prepare_cached(
@@ -312,14 +329,16 @@ pub(crate) fn feed_until(
             }
             // A document's first change is the first thing this device gets of it: send the
             // document as its creating upload left it, for every change that upload held.
-            let whole = if positions.contains_key(&doc_id) || !looked_up.insert(doc_id) {
-                None
-            } else {
-                creations::starting_at(connection, feed_seq)?
-                    .filter(|creation| creation.doc_id == doc_id)
-            };
-            let (bytes, through) = match whole {
-                Some(creation) => (creation.bytes, creation.last_feed_seq),
+            let whole =
+                if !whole_documents || positions.contains_key(&doc_id) || !looked_up.insert(doc_id)
+                {
+                    None
+                } else {
+                    creations::starting_at(connection, feed_seq)?
+                        .filter(|creation| creation.doc_id == doc_id)
+                };
+            let (chunks, through) = match whole {
+                Some(creation) => (vec![creation.bytes], creation.last_feed_seq),
                 None => {
                     let bytes: Vec<u8> = row.get(3)?;
                     if bytes.is_empty() {
@@ -332,21 +351,27 @@ pub(crate) fn feed_until(
                                 doc_id,
                                 reason: format!("change {feed_seq} has no bytes and no creation"),
                             })?;
-                        (creation.bytes, creation.last_feed_seq)
+                        let chunks = if whole_documents {
+                            vec![creation.bytes]
+                        } else {
+                            change_chunks_of(doc_id, &creation.bytes)?
+                        };
+                        (chunks, creation.last_feed_seq)
                     } else {
-                        (bytes, feed_seq)
+                        (vec![bytes], feed_seq)
                     }
                 }
             };
-            if page_bytes > 0 && page_bytes + bytes.len() > byte_budget {
+            let size: usize = chunks.iter().map(Vec::len).sum();
+            if page_bytes > 0 && page_bytes + size > byte_budget {
                 return Ok(Feed { updates, cursor: reached, more: true });
             }
-            page_bytes += bytes.len();
+            page_bytes += size;
             let position = *positions.entry(doc_id).or_insert_with(|| {
                 updates.push(DocUpdate { doc_id, changes: Vec::new() });
                 updates.len() - 1
             });
-            updates[position].changes.push(bytes);
+            updates[position].changes.extend(chunks);
             reached = through;
             if through > feed_seq {
                 continue 'scan;
@@ -356,6 +381,13 @@ pub(crate) fn feed_until(
     }
     let cursor = u64::try_from(last_feed_seq).expect("feed sequences are positive");
     Ok(Feed { updates, cursor, more: false })
+}
+
+/// The change chunks of a saved document, for a device that reads no document whole.
+fn change_chunks_of(doc_id: DocumentId, saved: &[u8]) -> Result<Vec<Vec<u8>>, StoreError> {
+    let doc = Automerge::load(saved)
+        .map_err(|err| StoreError::Corrupt { doc_id, reason: format!("creation: {err}") })?;
+    Ok(doc.get_changes(&[]).into_iter().map(|mut change| change.bytes().into_owned()).collect())
 }
 
 /// Whether the stored document is in `township` (none: in no township a device may see).

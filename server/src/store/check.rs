@@ -88,7 +88,7 @@ fn check_document(
 ) -> Result<Result<(), String>, StoreError> {
     // A document chunk's changes are logged without their bytes, which its creation holds.
     let (mut rebuilt, held) = match creations::of_document(connection, doc_id)? {
-        None => (documents::empty_document(), 0),
+        None => (documents::empty_document(), (0, -1)),
         Some((first_feed_seq, creation)) => {
             let Ok(created) = Automerge::load(&creation.bytes) else {
                 return Ok(Err("its creation does not load".to_owned()));
@@ -101,16 +101,17 @@ fn check_document(
             )?;
             let saved: Vec<ChangeHash> =
                 created.get_changes_meta(&[]).into_iter().map(|change| change.hash).collect();
-            if sorted(saved) != sorted(logged.clone()) {
+            if sorted(saved) != sorted(logged) {
                 return Ok(Err("its creation holds other changes than the log's".to_owned()));
             }
-            (created, logged.len())
+            let last_feed_seq = i64::try_from(creation.last_feed_seq).unwrap_or(i64::MAX);
+            (created, (first_feed_seq, last_feed_seq))
         }
     };
-    let logged = changes::bytes_after(connection, doc_id, 0)?;
-    if logged.iter().filter(|bytes| bytes.is_empty()).count() > held {
+    if changes::without_bytes_outside(connection, doc_id, held.0, held.1)? > 0 {
         return Ok(Err("a logged change has no bytes and no creation holds it".to_owned()));
     }
+    let logged = changes::bytes_after(connection, doc_id, 0)?;
     let parsed: Result<Vec<Change>, _> = logged
         .iter()
         .filter(|bytes| !bytes.is_empty())

@@ -47,6 +47,8 @@ pub(crate) struct FeedBounds {
     pub(crate) township: Option<String>,
     /// The changes the request uploaded, left out of the page, in hash order.
     pub(crate) skip: Vec<ChangeHash>,
+    /// The device reads documents sent whole (protocol version 2).
+    pub(crate) whole_documents: bool,
 }
 
 impl FeedBounds {
@@ -65,18 +67,20 @@ impl FeedBounds {
             byte_budget,
             self.all,
             self.township.as_deref(),
+            self.whole_documents,
         )
     }
 
-    /// The stored form: cursor, last feed sequence (8 bytes little-endian each), `all` (1
-    /// byte), township length (4 bytes, `u32::MAX` for none) and bytes, then the hashes.
+    /// The stored form: cursor, last feed sequence (8 bytes little-endian each), flags (1
+    /// byte: bit 0 `all`, bit 1 `whole_documents`, which bounds stored before it leave 0),
+    /// township length (4 bytes, `u32::MAX` for none) and bytes, then the hashes.
     fn encode(&self) -> Vec<u8> {
         let township = self.township.as_deref().map(str::as_bytes);
         let mut bytes =
             Vec::with_capacity(21 + township.map_or(0, <[u8]>::len) + 32 * self.skip.len());
         bytes.extend_from_slice(&self.cursor.to_le_bytes());
         bytes.extend_from_slice(&self.last_feed_seq.to_le_bytes());
-        bytes.push(u8::from(self.all));
+        bytes.push(u8::from(self.all) | u8::from(self.whole_documents) << 1);
         match township {
             Some(township) => {
                 let length = u32::try_from(township.len()).expect("a township name is short");
@@ -93,7 +97,10 @@ impl FeedBounds {
     fn decode(bytes: &[u8]) -> Option<Self> {
         let (cursor, rest) = bytes.split_first_chunk::<8>()?;
         let (last_feed_seq, rest) = rest.split_first_chunk::<8>()?;
-        let (all, rest) = rest.split_first()?;
+        let (&flags, rest) = rest.split_first()?;
+        if flags > 3 {
+            return None;
+        }
         let (length, rest) = rest.split_first_chunk::<4>()?;
         let (township, rest) = match u32::from_le_bytes(*length) {
             u32::MAX => (None, rest),
@@ -112,9 +119,10 @@ impl FeedBounds {
         Some(Self {
             cursor: u64::from_le_bytes(*cursor),
             last_feed_seq: u64::from_le_bytes(*last_feed_seq),
-            all: *all != 0,
+            all: flags & 1 != 0,
             township,
             skip,
+            whole_documents: flags & 2 != 0,
         })
     }
 }
@@ -187,15 +195,22 @@ mod tests {
     #[test]
     fn feed_bounds_round_trip() {
         for township in [None, Some(String::new()), Some("Nordhausen".to_owned())] {
-            let bounds = FeedBounds {
-                cursor: 7,
-                last_feed_seq: u64::MAX - 1,
-                all: township.is_none(),
-                township,
-                skip: vec![ChangeHash([1; 32]), ChangeHash([2; 32])],
-            };
-            assert_eq!(FeedBounds::decode(&bounds.encode()), Some(bounds));
+            for whole_documents in [false, true] {
+                let bounds = FeedBounds {
+                    cursor: 7,
+                    last_feed_seq: u64::MAX - 1,
+                    all: township.is_none(),
+                    township: township.clone(),
+                    skip: vec![ChangeHash([1; 32]), ChangeHash([2; 32])],
+                    whole_documents,
+                };
+                assert_eq!(FeedBounds::decode(&bounds.encode()), Some(bounds));
+            }
         }
         assert_eq!(FeedBounds::decode(&[0; 20]), None);
+        let mut flags_past_both = [0; 20];
+        flags_past_both[16] = 4;
+        flags_past_both[17..].fill(0xff);
+        assert_eq!(FeedBounds::decode(&flags_past_both), None);
     }
 }

@@ -607,8 +607,7 @@ mod tests {
 
     #[test]
     fn the_change_log_rebuilt_without_a_global_hash_index_keeps_its_rows_and_rules() {
-        // Arrange: a log at migration 14 holding a root and a change after it; one row added
-        // and none left, so that the next feed sequence is past every one ever used.
+        // Arrange: a log at migration 14 holding a root and a change after it.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("fieldcase.db");
         let mut connection = Connection::open(&path).unwrap();

@@ -539,6 +539,7 @@ fn a_feed_page_read_again_from_its_bounds_is_the_same_after_later_commits() {
         all: true,
         township: None,
         skip: Vec::new(),
+        whole_documents: true,
     };
     let page = |bounds: &FeedBounds| {
         let bounds = bounds.clone();
@@ -552,7 +553,7 @@ fn a_feed_page_read_again_from_its_bounds_is_the_same_after_later_commits() {
     assert_eq!(page(&bounds), before);
     assert!(before.updates.iter().all(|update| update.doc_id == first));
     let now = store
-        .read(|tx| changes::feed_after(tx, 0, &HashSet::new(), 8 << 20, true, None))
+        .read(|tx| changes::feed_after(tx, 0, &HashSet::new(), 8 << 20, true, None, true))
         .expect("read");
     assert!(now.updates.iter().any(|update| update.doc_id == second));
 }
@@ -572,7 +573,7 @@ fn a_created_document_is_fed_whole_from_before_its_first_change_and_by_change_af
     let mut edit = doc.get_changes(&created)[0].clone();
     let feed = |cursor: u64, skip: HashSet<ChangeHash>, budget: usize| {
         store
-            .read(move |tx| changes::feed_after(tx, cursor, &skip, budget, true, None))
+            .read(move |tx| changes::feed_after(tx, cursor, &skip, budget, true, None, true))
             .expect("read")
     };
     let is_document = |chunk: &Vec<u8>| chunk[8] == 0;
@@ -640,8 +641,9 @@ fn a_document_chunk_is_logged_by_its_creation_and_reloads_checks_and_feeds_whole
             Ok(rows.collect::<Result<Vec<i64>, _>>()?)
         })
         .unwrap();
-    let inside =
-        store.read(|tx| changes::feed_after(tx, 1, &HashSet::new(), 8 << 20, true, None)).unwrap();
+    let inside = store
+        .read(|tx| changes::feed_after(tx, 1, &HashSet::new(), 8 << 20, true, None, true))
+        .unwrap();
     let (counted, creation) = store
         .read(|tx| {
             let creation: i64 = tx.query_row(
