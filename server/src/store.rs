@@ -258,14 +258,15 @@ impl DocumentUpload {
     }
 }
 
-/// A new document's changes merged into an empty document and projected, on the thread that
-/// parsed them rather than on the writer.
+/// A new document's changes merged into an empty document (or its loaded document chunk,
+/// which is that merge), projected and saved, on the thread that parsed them rather than on
+/// the writer.
 ///
 /// Merging into an empty document depends on nothing stored, so when the writer finds no
 /// such document it takes this result instead of merging again: the same changes, the same
-/// checks (actors, scope, quota) and the same writes follow. The merge and the projection
-/// were most of the writer's time in a first sync (BENCHMARKS.md), and the request threads
-/// run in parallel while the writer is one.
+/// checks (actors, scope, quota) and the same writes follow. The merge, the projection and the
+/// save were most of the writer's time in a first sync (BENCHMARKS.md), and the request
+/// threads run in parallel while the writer is one.
 pub(crate) struct Premerged {
     // The change chunks merged here; `None` when the upload's loaded document chunk is the
     // merge, which the writer takes from the upload.
