@@ -166,6 +166,16 @@ pub(crate) fn chunks(changes: &mut [Change]) -> Vec<Vec<u8>> {
     changes.iter_mut().map(|change| change.bytes().into_owned()).collect()
 }
 
+/// A new document as a device uploads it: one uncompressed document chunk, no base heads.
+pub(crate) fn document_chunk_upload(doc_id: DocumentId, doc: &mut AutoCommit) -> DocUpload {
+    DocUpload {
+        doc_id,
+        base_heads: vec![],
+        heads: doc.get_heads().iter().map(|hash| hash.0).collect(),
+        changes: vec![doc.save_nocompress()],
+    }
+}
+
 /// The upload of a document's changes after `since`.
 pub(crate) fn upload(doc_id: DocumentId, doc: &mut AutoCommit, since: &[ChangeHash]) -> DocUpload {
     DocUpload {

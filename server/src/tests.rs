@@ -8,7 +8,7 @@
 //! Every test starts from the demo registry (`bootstrap::prepare` with `demo`) and talks as
 //! enrolled devices whose keys sign a fresh proof for every request.
 
-use automerge::{ActorId, AutoCommit, Change, ChangeHash, SaveOptions};
+use automerge::{ActorId, AutoCommit, Change, ChangeHash};
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
@@ -24,7 +24,10 @@ use tower::ServiceExt;
 
 use crate::auth::{DPOP_NONCE, now_millis};
 use crate::error::ApiError;
-use crate::fixtures::{TestDevice, actor, doc_id, inspection_in, set_outcome, temp_store, upload};
+use crate::fixtures::{
+    TestDevice, actor, doc_id, document_chunk_upload, inspection_in, set_outcome, temp_store,
+    upload,
+};
 use crate::registry::SYSTEM;
 use crate::routes::enroll::enrollment_code_hash;
 use crate::routes::run_blocking;
@@ -633,14 +636,7 @@ async fn a_version_1_device_gets_a_whole_upload_change_by_change_in_a_version_1_
     let id = doc_id(13);
     let mut doc = chengguan_inspection(&officer, id);
     set_outcome(&mut doc, "referral");
-    let chunk = doc.save_with_options(SaveOptions { deflate: false, retain_orphans: false });
-    let whole = DocUpload {
-        doc_id: id,
-        base_heads: Vec::new(),
-        heads: wire_heads(&mut doc),
-        changes: vec![chunk],
-    };
-    api.sync(&officer, &request_for(0, vec![whole])).await;
+    api.sync(&officer, &request_for(0, vec![document_chunk_upload(id, &mut doc)])).await;
     let mut version_1 = request_for(0, vec![]).encode();
     version_1[3] = 1;
 
@@ -875,16 +871,6 @@ async fn changes_by_an_actor_of_another_device_are_foreign_and_store_nothing() {
     }
 
     assert_eq!(api.change_rows(), 0);
-}
-
-/// A new document as a device uploads it: one uncompressed document chunk, no base heads.
-fn document_chunk_upload(id: DocumentId, doc: &mut AutoCommit) -> DocUpload {
-    DocUpload {
-        doc_id: id,
-        base_heads: vec![],
-        heads: doc.get_heads().iter().map(|hash| hash.0).collect(),
-        changes: vec![doc.save_nocompress()],
-    }
 }
 
 #[tokio::test]

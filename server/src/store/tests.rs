@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use automerge::{AutoCommit, ChangeHash, ROOT, SaveOptions};
+use automerge::{AutoCommit, ChangeHash, ROOT};
 use axum::http::StatusCode;
 use rusqlite::Connection;
 use sync_core::edit::{TextEdit, edit_text};
@@ -11,10 +11,11 @@ use sync_core::error::MergeError;
 use sync_core::ids::DocumentId;
 use sync_core::json::value_json;
 use sync_core::merge::{ParsedUpload, UploadLimits, parse_changes, parse_upload_within};
-use sync_core::protocol::DocUpload;
 
 use crate::error::ApiError;
-use crate::fixtures::{actor, chunks, doc_id, new_inspection, set_outcome, temp_store};
+use crate::fixtures::{
+    actor, chunks, doc_id, document_chunk_upload, new_inspection, set_outcome, temp_store,
+};
 use crate::store::check::check_database;
 use crate::store::{
     DATABASE_FILE, DocumentUpload, MAX_DOCUMENT_BYTES, Premerged, Refusal, SNAPSHOT_INTERVAL,
@@ -607,9 +608,7 @@ fn a_created_document_is_fed_whole_from_before_its_first_change_and_by_change_af
 /// A new document's upload as a device sends it: one uncompressed document chunk, premerged as
 /// a sync premerges it.
 fn whole(doc_id: DocumentId, doc: &mut AutoCommit) -> DocumentUpload {
-    let chunk = doc.save_with_options(SaveOptions { deflate: false, retain_orphans: false });
-    let upload =
-        DocUpload { doc_id, base_heads: Vec::new(), heads: Vec::new(), changes: vec![chunk] };
+    let upload = document_chunk_upload(doc_id, doc);
     let limits = UploadLimits::default();
     let (mut budget, mut allowance) = (limits.max_inflated_bytes, usize::MAX);
     let changes = parse_upload_within(&upload, limits, &mut budget, &mut allowance)
