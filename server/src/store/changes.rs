@@ -202,12 +202,11 @@ pub(crate) fn hashes_between(
     connection: &Connection,
     doc_id: DocumentId,
     first: i64,
-    last: u64,
+    last: i64,
 ) -> Result<Vec<ChangeHash>, StoreError> {
     let mut statement = connection.prepare_cached(
         "SELECT hash FROM changes WHERE doc_id = ?1 AND feed_seq BETWEEN ?2 AND ?3",
     )?;
-    let last = i64::try_from(last).unwrap_or(i64::MAX);
     let rows =
         statement.query_map(params![doc_id.as_bytes(), first, last], |row| hash_column(row, 0))?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -301,8 +300,6 @@ pub(crate) fn feed_until(
     let restored = i64::try_from(cursor).map_or(true, |cursor| cursor > last_feed_seq);
     let cursor = if restored { 0 } else { cursor };
     let mut visible: HashMap<DocumentId, bool> = HashMap::new();
-    // Documents whose first row on this page was looked up in `creations`.
-    let mut looked_up: HashSet<DocumentId> = HashSet::new();
     let mut updates: Vec<DocUpdate> = Vec::new();
     let mut positions: HashMap<DocumentId, usize> = HashMap::new();
     let mut page_bytes = 0;
@@ -328,15 +325,14 @@ pub(crate) fn feed_until(
                 continue;
             }
             // A document's first change is the first thing this device gets of it: send the
-            // document as its creating upload left it, for every change that upload held.
-            let whole =
-                if !whole_documents || positions.contains_key(&doc_id) || !looked_up.insert(doc_id)
-                {
-                    None
-                } else {
-                    creations::starting_at(connection, feed_seq)?
-                        .filter(|creation| creation.doc_id == doc_id)
-                };
+            // document as its creating upload left it, for every change that upload held. A
+            // document already on the page was looked up at its first row there.
+            let whole = if whole_documents && !positions.contains_key(&doc_id) {
+                creations::starting_at(connection, feed_seq)?
+                    .filter(|creation| creation.doc_id == doc_id)
+            } else {
+                None
+            };
             let (chunks, through) = match whole {
                 Some(creation) => (vec![creation.bytes], creation.last_feed_seq),
                 None => {

@@ -87,28 +87,25 @@ fn check_document(
     stored_heads: &[ChangeHash],
 ) -> Result<Result<(), String>, StoreError> {
     // A document chunk's changes are logged without their bytes, which its creation holds.
-    let (mut rebuilt, held) = match creations::of_document(connection, doc_id)? {
+    // The feed sequences its creation holds: none (an empty range) without one.
+    let (mut rebuilt, (first, last)) = match creations::of_document(connection, doc_id)? {
         None => (documents::empty_document(), (0, -1)),
-        Some((first_feed_seq, creation)) => {
+        Some(creation) => {
             let Ok(created) = Automerge::load(&creation.bytes) else {
                 return Ok(Err("its creation does not load".to_owned()));
             };
-            let logged = changes::hashes_between(
-                connection,
-                doc_id,
-                first_feed_seq,
-                creation.last_feed_seq,
-            )?;
+            let first = i64::try_from(creation.first_feed_seq).unwrap_or(i64::MAX);
+            let last = i64::try_from(creation.last_feed_seq).unwrap_or(i64::MAX);
+            let logged = changes::hashes_between(connection, doc_id, first, last)?;
             let saved: Vec<ChangeHash> =
                 created.get_changes_meta(&[]).into_iter().map(|change| change.hash).collect();
             if sorted(saved) != sorted(logged) {
                 return Ok(Err("its creation holds other changes than the log's".to_owned()));
             }
-            let last_feed_seq = i64::try_from(creation.last_feed_seq).unwrap_or(i64::MAX);
-            (created, (first_feed_seq, last_feed_seq))
+            (created, (first, last))
         }
     };
-    if changes::without_bytes_outside(connection, doc_id, held.0, held.1)? > 0 {
+    if changes::without_bytes_outside(connection, doc_id, first, last)? > 0 {
         return Ok(Err("a logged change has no bytes and no creation holds it".to_owned()));
     }
     let logged = changes::bytes_after(connection, doc_id, 0)?;

@@ -24,10 +24,12 @@ use crate::store::changes::doc_id_column;
 pub(crate) struct Creation {
     /// The document.
     pub(crate) doc_id: DocumentId,
-    /// The feed sequence of the last change it holds; its first is the row's key.
+    /// The feed sequence of the first change it holds.
+    pub(crate) first_feed_seq: u64,
+    /// The feed sequence of the last change it holds.
     pub(crate) last_feed_seq: u64,
-    /// The saved document (`Automerge::save`): exactly the changes from its first feed
-    /// sequence to `last_feed_seq`.
+    /// The saved document (`Automerge::save`): exactly the changes from `first_feed_seq` to
+    /// `last_feed_seq`.
     pub(crate) bytes: Vec<u8>,
 }
 
@@ -55,7 +57,8 @@ pub(crate) fn starting_at(
 ) -> Result<Option<Creation>, StoreError> {
     let Ok(first_feed_seq) = i64::try_from(first_feed_seq) else { return Ok(None) };
     let mut statement = connection.prepare_cached(
-        "SELECT doc_id, last_feed_seq, bytes FROM creations WHERE first_feed_seq = ?1",
+        "SELECT doc_id, first_feed_seq, last_feed_seq, bytes FROM creations \
+         WHERE first_feed_seq = ?1",
     )?;
     Ok(statement.query_row([first_feed_seq], creation_row).optional()?)
 }
@@ -67,35 +70,31 @@ pub(crate) fn covering(
 ) -> Result<Option<Creation>, StoreError> {
     let Ok(feed_seq) = i64::try_from(feed_seq) else { return Ok(None) };
     let mut statement = connection.prepare_cached(
-        "SELECT doc_id, last_feed_seq, bytes FROM creations WHERE first_feed_seq <= ?1 \
-         ORDER BY first_feed_seq DESC LIMIT 1",
+        "SELECT doc_id, first_feed_seq, last_feed_seq, bytes FROM creations \
+         WHERE first_feed_seq <= ?1 ORDER BY first_feed_seq DESC LIMIT 1",
     )?;
     let creation = statement.query_row([feed_seq], creation_row).optional()?;
-    Ok(creation.filter(|creation| {
-        i64::try_from(creation.last_feed_seq).is_ok_and(|last| last >= feed_seq)
-    }))
+    Ok(creation.filter(|creation| creation.last_feed_seq >= u64::try_from(feed_seq).unwrap_or(0)))
 }
 
-/// Reads `doc_id, last_feed_seq, bytes`.
-fn creation_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Creation> {
-    let last_feed_seq: i64 = row.get(1)?;
-    Ok(Creation {
-        doc_id: doc_id_column(row, 0)?,
-        last_feed_seq: u64::try_from(last_feed_seq).unwrap_or(0),
-        bytes: row.get(2)?,
-    })
-}
-
-/// A document's creation and the feed sequence of its first change, if it has one.
+/// A document's creation, if it has one.
 pub(crate) fn of_document(
     connection: &Connection,
     doc_id: DocumentId,
-) -> Result<Option<(i64, Creation)>, StoreError> {
+) -> Result<Option<Creation>, StoreError> {
     let mut statement = connection.prepare_cached(
-        "SELECT doc_id, last_feed_seq, bytes, first_feed_seq FROM creations WHERE doc_id = ?1",
+        "SELECT doc_id, first_feed_seq, last_feed_seq, bytes FROM creations WHERE doc_id = ?1",
     )?;
-    let creation = statement
-        .query_row([doc_id.as_bytes()], |row| Ok((row.get(3)?, creation_row(row)?)))
-        .optional()?;
-    Ok(creation)
+    Ok(statement.query_row([doc_id.as_bytes()], creation_row).optional()?)
+}
+
+/// Reads `doc_id, first_feed_seq, last_feed_seq, bytes`.
+fn creation_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Creation> {
+    let feed_seq = |index| row.get::<_, i64>(index).map(|seq| u64::try_from(seq).unwrap_or(0));
+    Ok(Creation {
+        doc_id: doc_id_column(row, 0)?,
+        first_feed_seq: feed_seq(1)?,
+        last_feed_seq: feed_seq(2)?,
+        bytes: row.get(3)?,
+    })
 }
