@@ -249,15 +249,6 @@ pub(crate) struct DocumentUpload {
     pub(crate) premerged: Option<Premerged>,
 }
 
-impl DocumentUpload {
-    /// Takes the uploaded changes out, listed one by one (a document chunk's by `get_changes`),
-    /// for the paths that judge an upload change by change: sealed records and withdrawn
-    /// certificates, rare enough to pay for listing them. The upload is left without changes.
-    pub(crate) fn take_changes(&mut self) -> Vec<Change> {
-        std::mem::replace(&mut self.changes, ParsedUpload::Changes(Vec::new())).into_changes()
-    }
-}
-
 /// A new document's changes merged into an empty document (or its loaded document chunk,
 /// which is that merge), projected and saved, on the thread that parsed them rather than on
 /// the writer.

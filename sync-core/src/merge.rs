@@ -7,6 +7,7 @@
 //! refused whole rather than queued silently (AUTOMERGE.md P6, P8). All new changes of a
 //! document are applied in one call, because every call costs O(document) (P14).
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashSet};
 
 use automerge::{
@@ -110,11 +111,11 @@ impl ChangeFacts {
 }
 
 impl ParsedUpload {
-    /// What each uploaded change is, in causal order.
-    pub fn facts(&self) -> Vec<ChangeFacts> {
+    /// What each uploaded change is, in causal order; a document chunk's as it was read.
+    pub fn facts(&self) -> Cow<'_, [ChangeFacts]> {
         match self {
-            Self::Changes(changes) => changes.iter().map(ChangeFacts::of).collect(),
-            Self::Document(loaded) => loaded.facts.clone(),
+            Self::Changes(changes) => Cow::Owned(changes.iter().map(ChangeFacts::of).collect()),
+            Self::Document(loaded) => Cow::Borrowed(&loaded.facts),
         }
     }
 
@@ -145,6 +146,18 @@ impl ParsedUpload {
         match self {
             Self::Changes(changes) => changes,
             Self::Document(loaded) => loaded.doc.get_changes(&[]),
+        }
+    }
+
+    /// The uploaded changes themselves, listed in place ([`Self::into_changes`]) for callers
+    /// that judge an upload change by change; the upload holds change chunks from then on.
+    pub fn listed(&mut self) -> &[Change] {
+        if let Self::Document(loaded) = self {
+            *self = Self::Changes(loaded.doc.get_changes(&[]));
+        }
+        match self {
+            Self::Changes(changes) => changes,
+            Self::Document(_) => unreachable!("a document chunk was listed just above"),
         }
     }
 }
@@ -380,7 +393,7 @@ fn parse_document_chunk(
             seq: meta.seq,
             deps: meta.deps,
             timestamp: meta.timestamp,
-            message: meta.message.map(std::borrow::Cow::into_owned),
+            message: meta.message.map(Cow::into_owned),
         });
     }
     Ok(LoadedDocument { doc, facts })

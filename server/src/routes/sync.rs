@@ -40,7 +40,7 @@ use axum::routing::post;
 use sha2::{Digest, Sha256};
 use sync_core::body::{self, BodyError};
 use sync_core::ids::DocumentId;
-use sync_core::merge::{ParsedUpload, UploadLimits, causal_not_before, parse_upload_within};
+use sync_core::merge::{UploadLimits, causal_not_before, parse_upload_within};
 use sync_core::protocol::{CONTENT_TYPE, DocOutcome, DocResult, SyncRequest, SyncResponse};
 use sync_core::records::Procedure;
 use sync_core::records::Record;
@@ -639,7 +639,7 @@ impl SyncRound {
                     if elsewhere
                         && device_documents::holds(connection, &self.device, upload.doc_id)?
                     {
-                        for change in upload.changes.facts() {
+                        for change in upload.changes.facts().iter() {
                             policy.check_actor(&change.actor)?;
                         }
                         true
@@ -691,9 +691,7 @@ impl SyncRound {
                 kept.push(upload);
                 continue;
             };
-            let listed = upload.take_changes();
-            let new_changes = unstored_changes(connection, upload.doc_id, &listed)?;
-            upload.changes = ParsedUpload::Changes(listed);
+            let new_changes = unstored_changes(connection, upload.doc_id, upload.changes.listed())?;
             if new_changes.is_empty() {
                 kept.push(upload);
                 continue;
@@ -740,10 +738,8 @@ impl SyncRound {
         let mut flags = Vec::new();
         for mut upload in uploads {
             // Judged change by change, a document chunk's changes listed.
-            let listed = upload.take_changes();
-            let new_changes = unstored_changes(connection, upload.doc_id, &listed)?;
-            let uploaded: HashSet<ChangeHash> = listed.iter().map(|change| change.hash()).collect();
-            upload.changes = ParsedUpload::Changes(listed);
+            let new_changes = unstored_changes(connection, upload.doc_id, upload.changes.listed())?;
+            let uploaded: HashSet<ChangeHash> = upload.changes.hashes().into_iter().collect();
             let quarantine = |changes: Vec<automerge::Change>, reason: String| Quarantined {
                 doc_id: upload.doc_id,
                 changes,
@@ -818,7 +814,7 @@ impl SyncRound {
             ..=(self.received_at + causal::CLOCK_TOLERANCE_MS);
         let mut candidates = Vec::new();
         for upload in uploads {
-            for change in upload.changes.facts() {
+            for change in upload.changes.facts().iter() {
                 if near.contains(&change.timestamp.saturating_mul(1000)) {
                     continue;
                 }
