@@ -397,7 +397,8 @@ impl Premerged {
         let mut item = WorkingDocument::new(doc_id, doc, true);
         item.new_changes = new_changes;
         item.projection = Some(self.projection);
-        item.creation = Some(Creation { bytes: self.saved, changes: covered, holds_change_bytes });
+        item.saved =
+            Some(SavedCreation { bytes: self.saved, changes: covered, holds_change_bytes });
         Ok(item)
     }
 }
@@ -763,12 +764,13 @@ struct WorkingDocument {
     created: bool,
     // The projection of the merged document, made once by the checks and used by the write.
     projection: Option<Projection>,
-    // The document as its premerge saved it, holding the first changes of `new_changes`.
-    creation: Option<Creation>,
+    // The document as its premerge saved it, holding the first changes of `new_changes`: its
+    // creation (`store::creations`) once written.
+    saved: Option<SavedCreation>,
 }
 
 /// A created document saved once, and how many of its first new changes that holds.
-struct Creation {
+struct SavedCreation {
     bytes: Vec<u8>,
     changes: usize,
     // Its changes came in a document chunk and are logged without bytes: these hold them.
@@ -783,7 +785,7 @@ impl WorkingDocument {
             new_changes: NewChanges::default(),
             created,
             projection: None,
-            creation: None,
+            saved: None,
         }
     }
 
@@ -791,8 +793,8 @@ impl WorkingDocument {
     /// document chunk's changes, logged without bytes, those of the creation that holds them.
     fn added_bytes(&self) -> usize {
         let own: usize = self.new_changes.bytes.iter().map(Vec::len).sum();
-        let held = self.creation.as_ref().filter(|creation| creation.holds_change_bytes);
-        own + held.map_or(0, |creation| creation.bytes.len())
+        let held = self.saved.as_ref().filter(|saved| saved.holds_change_bytes);
+        own + held.map_or(0, |saved| saved.bytes.len())
     }
 
     /// Refuses the upload when the document's stored change bytes would pass the quota.
@@ -848,21 +850,21 @@ impl WorkingDocument {
         let mut snapshot = None;
         // A created document is saved whole once, by its premerge or here, and the feed may
         // send that in place of the changes it holds (`store::creations`).
-        match self.creation.take() {
-            Some(creation) if self.created => {
-                let covered = i64::try_from(creation.changes).expect("a batch is far below 2^63");
+        match self.saved.take() {
+            Some(saved) => {
+                let covered = i64::try_from(saved.changes).expect("a batch is far below 2^63");
                 let last = first_feed_seq + covered - 1;
-                creations::insert(connection, self.doc_id, first_feed_seq, last, &creation.bytes)?;
+                creations::insert(connection, self.doc_id, first_feed_seq, last, &saved.bytes)?;
                 if covered == added {
-                    snapshot = Some(Snapshot { bytes: creation.bytes, feed_seq });
+                    snapshot = Some(Snapshot { bytes: saved.bytes, feed_seq });
                 }
             }
-            _ if self.created => {
+            None if self.created => {
                 let bytes = self.doc.save();
                 creations::insert(connection, self.doc_id, first_feed_seq, feed_seq, &bytes)?;
                 snapshot = Some(Snapshot { bytes, feed_seq });
             }
-            _ => {}
+            None => {}
         }
         if snapshot_due && snapshot.is_none() {
             snapshot = Some(Snapshot { bytes: self.doc.save(), feed_seq });
