@@ -40,7 +40,7 @@ use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 
-use automerge::{ActorId, Automerge, Change, ChangeHash};
+use automerge::{ActorId, Automerge, Change, ChangeHash, ReadDoc};
 use rusqlite::{Connection, Transaction};
 use sync_core::error::MergeError;
 use sync_core::ids::DocumentId;
@@ -244,27 +244,33 @@ pub(crate) struct DocumentUpload {
     pub(crate) doc_id: DocumentId,
     /// The change chunks, each parsed strictly on its own, or the document chunk, loaded.
     pub(crate) changes: ParsedUpload,
-    /// The changes merged into an empty document ahead of the writer, for an upload that
-    /// claims to create the document; used only if the store has no such document.
+    /// The changes merged ahead of the writer, into an empty document for an upload that
+    /// claims to create the document or into the stored document's current state; used only if
+    /// the store still holds what the merge started from.
     pub(crate) premerged: Option<Premerged>,
 }
 
-/// A new document's changes merged into an empty document (or its loaded document chunk,
-/// which is that merge), projected and saved, on the thread that parsed them rather than on
-/// the writer.
+/// An upload merged, projected and (for a new document) saved on the thread that parsed it
+/// rather than on the writer: a new document's changes merged into an empty document (or its
+/// loaded document chunk, which is that merge), or a stored document's new changes merged into
+/// a copy of its current state.
 ///
-/// Merging into an empty document depends on nothing stored, so when the writer finds no
-/// such document it takes this result instead of merging again: the same changes, the same
-/// checks (actors, scope, quota) and the same writes follow. The merge, the projection and the
-/// save were most of the writer's time in a first sync (BENCHMARKS.md), and the request
-/// threads run in parallel while the writer is one.
+/// Such a merge depends on nothing but the state it started from, so when the writer finds
+/// the store still at that state (no row for a new document, the same heads for a stored one)
+/// it takes this result instead of merging again: the same changes, the same checks (actors,
+/// scope, quota) and the same writes follow. The merge, the projection and the save were most
+/// of the writer's time in a first sync, and the merge and projection of stored documents half
+/// of it in a resync (BENCHMARKS.md); the request threads run in parallel while the writer is
+/// one.
 pub(crate) struct Premerged {
+    // The heads of the stored document the merge started from; empty for a new document.
+    base: Vec<ChangeHash>,
     // The change chunks merged here; `None` when the upload's loaded document chunk is the
     // merge, which the writer takes from the upload.
     merged: Option<(Automerge, NewChanges)>,
-    // The document saved (`Automerge::save`): its first snapshot, and its creation
+    // A new document saved (`Automerge::save`): its first snapshot, and its creation
     // (`store::creations`), which stores the bytes of the changes of a document chunk.
-    saved: Vec<u8>,
+    saved: Option<Vec<u8>>,
     projection: Projection,
     // Counts the document against [`MAX_PREMERGED`] until the writer takes it.
     _slot: PremergedSlot,
@@ -303,32 +309,51 @@ impl NewChanges {
     }
 }
 
-/// Documents merged ahead of the writer and not taken by it yet, at most: each holds a
+/// Places for documents merged ahead of the writer and not taken by it yet: each holds a
 /// document in memory while its request waits for the writer (50 devices uploading at once
-/// held about 5,000, some 100 MB, in scenario C). Past it, the writer merges as before.
+/// held about 5,000, some 100 MB, in scenario C). Past them, the writer merges as before.
 const MAX_PREMERGED: usize = 1024;
 
-/// How many [`Premerged`] documents exist.
+/// Operations one place holds. A record of the bench's workload has about 1,200; a larger
+/// document takes as many places as its operations need, so that the places bound memory and
+/// not only documents, a stored document of any size included.
+const OPS_PER_PREMERGED: usize = 4096;
+
+/// How many of the [`MAX_PREMERGED`] places are taken.
 static PREMERGED: AtomicUsize = AtomicUsize::new(0);
 
-/// One of the [`MAX_PREMERGED`] places, given back when dropped.
-struct PremergedSlot;
+/// The places one premerged document holds, given back when dropped.
+struct PremergedSlot {
+    places: usize,
+}
 
 impl PremergedSlot {
-    fn take() -> Option<Self> {
+    /// The places a document of `ops` operations needs, if that many are free.
+    fn take(ops: usize) -> Option<Self> {
+        let places = ops.div_ceil(OPS_PER_PREMERGED).max(1);
         PREMERGED
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |taken| {
-                (taken < MAX_PREMERGED).then_some(taken + 1)
+                taken.checked_add(places).filter(|&wanted| wanted <= MAX_PREMERGED)
             })
             .ok()
-            .map(|_| Self)
+            .map(|_| Self { places })
     }
 }
 
 impl Drop for PremergedSlot {
     fn drop(&mut self) {
-        PREMERGED.fetch_sub(1, Ordering::AcqRel);
+        PREMERGED.fetch_sub(self.places, Ordering::AcqRel);
     }
+}
+
+/// The operations of change chunks.
+fn ops_in(changes: &[Change]) -> usize {
+    changes.iter().map(Change::len).sum()
+}
+
+/// The operations of a document.
+fn ops_of(doc: &Automerge) -> usize {
+    usize::try_from(doc.stats().num_ops).unwrap_or(usize::MAX)
 }
 
 impl Premerged {
@@ -340,19 +365,15 @@ impl Premerged {
     /// changes (more than one root, an (actor, seq) pair twice), so that the writer merges
     /// them and answers its own error, or when [`MAX_PREMERGED`] documents wait already.
     pub(crate) fn of(doc_id: DocumentId, upload: &ParsedUpload) -> Option<Self> {
-        let slot = PremergedSlot::take()?;
         match upload {
             ParsedUpload::Changes(changes) => {
+                let slot = PremergedSlot::take(ops_in(changes))?;
                 let mut doc = documents::empty_document();
-                let applied = merge_changes(&mut doc, doc_id, changes.clone()).ok()?;
-                if applied.is_empty() {
-                    return None;
-                }
-                let mut new_changes = NewChanges::default();
-                new_changes.extend(applied);
+                let new_changes = merged_into(&mut doc, doc_id, changes)?;
                 let projection = Projection::of(&doc);
-                let saved = doc.save();
-                Some(Self { merged: Some((doc, new_changes)), saved, projection, _slot: slot })
+                let saved = Some(doc.save());
+                let merged = Some((doc, new_changes));
+                Some(Self { base: Vec::new(), merged, saved, projection, _slot: slot })
             }
             ParsedUpload::Document(loaded) => {
                 let facts = &loaded.facts;
@@ -363,20 +384,58 @@ impl Premerged {
                 if roots != 1 || !unique_seqs {
                     return None;
                 }
+                let slot = PremergedSlot::take(ops_of(&loaded.doc))?;
                 let projection = Projection::of(&loaded.doc);
-                let saved = loaded.doc.save();
-                Some(Self { merged: None, saved, projection, _slot: slot })
+                let saved = Some(loaded.doc.save());
+                Some(Self { base: Vec::new(), merged: None, saved, projection, _slot: slot })
             }
         }
     }
 
-    /// The document as the writer takes it when the store has none: this merge, its changes
-    /// and its creation.
+    /// Merges change chunks into a copy of `stored`, a stored document's current state, and
+    /// projects the result.
+    ///
+    /// `None` for a document chunk (the writer merges it change by change), when nothing is
+    /// new or the merge fails (the writer merges and answers its own error), or when
+    /// [`MAX_PREMERGED`] documents wait already.
+    pub(crate) fn onto(
+        doc_id: DocumentId,
+        stored: &Automerge,
+        upload: &ParsedUpload,
+    ) -> Option<Self> {
+        let ParsedUpload::Changes(changes) = upload else { return None };
+        let ops = ops_of(stored).saturating_add(ops_in(changes));
+        let slot = PremergedSlot::take(ops)?;
+        let mut doc = stored.clone();
+        let new_changes = merged_into(&mut doc, doc_id, changes)?;
+        let projection = Projection::of(&doc);
+        let base = stored.get_heads();
+        Some(Self { base, merged: Some((doc, new_changes)), saved: None, projection, _slot: slot })
+    }
+
+    /// Whether the store is still where this merge started: no document for a new one, the
+    /// same heads (so the same changes, so the same state) for a stored one.
+    fn starts_from(
+        &self,
+        connection: &Connection,
+        doc_id: DocumentId,
+        stored: bool,
+    ) -> Result<bool, StoreError> {
+        Ok(if stored {
+            !self.base.is_empty() && documents::heads(connection, doc_id)? == self.base
+        } else {
+            self.base.is_empty()
+        })
+    }
+
+    /// The document as the writer takes it when the store is where this merge started: this
+    /// merge, its changes and, for a new document, its creation.
     fn into_working(
         self,
         doc_id: DocumentId,
         upload: ParsedUpload,
     ) -> Result<WorkingDocument, StoreError> {
+        let created = self.base.is_empty();
         let (doc, new_changes, holds_change_bytes) = match (self.merged, upload) {
             (Some((doc, new_changes)), _) => (doc, new_changes, false),
             (None, ParsedUpload::Document(loaded)) => {
@@ -394,13 +453,24 @@ impl Premerged {
             }
         };
         let covered = new_changes.len();
-        let mut item = WorkingDocument::new(doc_id, doc, true);
+        let mut item = WorkingDocument::new(doc_id, doc, created);
         item.new_changes = new_changes;
         item.projection = Some(self.projection);
         item.saved =
-            Some(SavedCreation { bytes: self.saved, changes: covered, holds_change_bytes });
+            self.saved.map(|bytes| SavedCreation { bytes, changes: covered, holds_change_bytes });
         Ok(item)
     }
+}
+
+/// Merges `changes` into `doc`; `None` when the merge fails or nothing is new.
+fn merged_into(doc: &mut Automerge, doc_id: DocumentId, changes: &[Change]) -> Option<NewChanges> {
+    let applied = merge_changes(doc, doc_id, changes.to_vec()).ok()?;
+    if applied.is_empty() {
+        return None;
+    }
+    let mut new_changes = NewChanges::default();
+    new_changes.extend(applied);
+    Some(new_changes)
 }
 
 /// What a merge did to one document.
@@ -586,17 +656,40 @@ impl Store {
         let uploads: Vec<DocumentUpload> = uploads
             .into_iter()
             .map(|(doc_id, changes)| {
-                let premerged = match &changes {
-                    ParsedUpload::Document(_) => Premerged::of(doc_id, &changes),
-                    ParsedUpload::Changes(_) => None,
+                let mut upload = DocumentUpload { doc_id, changes, premerged: None };
+                upload.premerged = match &upload.changes {
+                    ParsedUpload::Document(_) => Premerged::of(doc_id, &upload.changes),
+                    ParsedUpload::Changes(_) => {
+                        self.premerge_stored(&upload, &Unchecked::default())
+                    }
                 };
-                DocumentUpload { doc_id, changes, premerged }
+                upload
             })
             .collect();
         let merged = self.write_job_weighted(Weight::Alone, move |context| {
             merge_uploads_in(context, uploads, received_at, &Unchecked::default())
         })?;
         Ok(merged.iter().map(|doc| doc.stored).sum())
+    }
+
+    /// A stored document's upload merged ahead of the writer onto the document's current state
+    /// (`Premerged::onto`), when `policy` lets the caller change the document, so that no
+    /// document is loaded for a caller who may not write to it.
+    ///
+    /// `None` also when a read fails: the writer then merges as always and answers any error.
+    pub(crate) fn premerge_stored(
+        &self,
+        upload: &DocumentUpload,
+        policy: &dyn UploadPolicy,
+    ) -> Option<Premerged> {
+        let doc_id = upload.doc_id;
+        if !matches!(upload.changes, ParsedUpload::Changes(_)) {
+            return None;
+        }
+        let stored = self.read(|tx| documents::stored_scope(tx, doc_id)).ok()??;
+        policy.check_existing(doc_id, &stored).ok()?;
+        let doc = self.document(doc_id).ok()??;
+        Premerged::onto(doc_id, &doc, &upload.changes)
     }
 
     /// The current state of a document, from the cache or loaded from the store.
@@ -704,7 +797,7 @@ pub(crate) fn merge_uploads_in(
     policy: &dyn UploadPolicy,
 ) -> Result<Vec<MergedDocument>, StoreError> {
     let mut working: Vec<WorkingDocument> = Vec::with_capacity(uploads.len());
-    for upload in uploads {
+    for mut upload in uploads {
         let stored = documents::stored_scope(context.connection(), upload.doc_id)?;
         if let Some(stored) = &stored {
             policy.check_existing(upload.doc_id, stored)?;
@@ -713,13 +806,19 @@ pub(crate) fn merge_uploads_in(
         // copy loaded from the store (which would lack the first upload's changes).
         let position = match working.iter().position(|item| item.doc_id == upload.doc_id) {
             Some(position) => position,
-            // No row: no earlier job of the group and no cache holds the document either.
-            None if stored.is_none() && upload.premerged.is_some() => {
-                let premerged = upload.premerged.expect("checked in the guard");
-                working.push(premerged.into_working(upload.doc_id, upload.changes)?);
-                continue;
-            }
             None => {
+                // The store holds no other state of the document than the one the premerge
+                // started from, in an earlier job of the group or in the cache.
+                if let Some(premerged) = upload.premerged.take()
+                    && premerged.starts_from(
+                        context.connection(),
+                        upload.doc_id,
+                        stored.is_some(),
+                    )?
+                {
+                    working.push(premerged.into_working(upload.doc_id, upload.changes)?);
+                    continue;
+                }
                 let doc =
                     context.take_document(upload.doc_id)?.unwrap_or_else(documents::empty_document);
                 working.push(WorkingDocument::new(upload.doc_id, doc, stored.is_none()));

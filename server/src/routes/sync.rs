@@ -521,13 +521,18 @@ fn prepare(
         }
         Some(SyncPolicy::load(store, &caller, received_at)?)
     };
-    // A document the device says is new is merged here, in parallel with other requests; the
-    // writer uses the result only if the store has no such document.
-    if policy.is_some() && upload_only.is_none() {
+    // Each document is merged here, in parallel with other requests: one the device says is
+    // new into an empty document, one it holds onto the stored state. The writer uses the
+    // result only if the store is still where the merge started.
+    if let Some(policy) = policy.as_ref()
+        && upload_only.is_none()
+    {
         for upload in &mut uploads {
-            if base_heads.get(&upload.doc_id).is_some_and(Vec::is_empty) {
-                upload.premerged = Premerged::of(upload.doc_id, &upload.changes);
-            }
+            upload.premerged = if base_heads.get(&upload.doc_id).is_some_and(Vec::is_empty) {
+                Premerged::of(upload.doc_id, &upload.changes)
+            } else {
+                store.premerge_stored(upload, policy)
+            };
         }
     }
     let (all, township) = {

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use automerge::{AutoCommit, ChangeHash, ROOT};
+use automerge::{ActorId, AutoCommit, ChangeHash, ROOT};
 use axum::http::StatusCode;
 use rusqlite::Connection;
 use sync_core::edit::{TextEdit, edit_text};
@@ -11,6 +11,7 @@ use sync_core::error::MergeError;
 use sync_core::ids::DocumentId;
 use sync_core::json::value_json;
 use sync_core::merge::{ParsedUpload, UploadLimits, parse_changes, parse_upload_within};
+use sync_core::records::Record;
 
 use crate::error::ApiError;
 use crate::fixtures::{
@@ -18,8 +19,9 @@ use crate::fixtures::{
 };
 use crate::store::check::check_database;
 use crate::store::{
-    DATABASE_FILE, DocumentUpload, MAX_DOCUMENT_BYTES, Premerged, Refusal, SNAPSHOT_INTERVAL,
-    Store, StoreError, StoreOptions, Unchecked, Visibility, Weight, changes, documents,
+    Attribution, DATABASE_FILE, DocumentUpload, MAX_DOCUMENT_BYTES, MAX_PREMERGED,
+    OPS_PER_PREMERGED, Premerged, PremergedSlot, Refusal, SNAPSHOT_INTERVAL, Store, StoreError,
+    StoreOptions, StoredScope, Unchecked, UploadPolicy, Visibility, Weight, changes, documents,
     merge_uploads_in,
 };
 
@@ -688,4 +690,121 @@ fn a_document_chunk_for_a_stored_document_is_merged_change_by_change() {
     // Assert: nothing new, nothing logged twice.
     assert_eq!((again[0].stored, again[0].heads.clone()), (0, doc.get_heads()));
     assert_eq!(store.read(|tx| changes::count(tx)).unwrap(), 2);
+}
+
+/// The device's changes after `since`, premerged onto the stored document as a sync
+/// premerges them.
+fn premerged(
+    store: &Store,
+    doc_id: DocumentId,
+    doc: &mut AutoCommit,
+    since: &[ChangeHash],
+) -> DocumentUpload {
+    let mut upload = parsed(doc_id, doc, since);
+    upload.premerged = store.premerge_stored(&upload, &Unchecked::default());
+    assert!(upload.premerged.is_some(), "a stored document's new changes premerge");
+    upload
+}
+
+#[test]
+fn a_stored_documents_upload_premerged_onto_its_state_is_written_as_the_writer_merges() {
+    // Arrange: a stored record, edited on its device and merged onto its stored state ahead
+    // of the writer; a second store merges the same edit on its writer.
+    let (dir, store) = temp_store();
+    let (_writer_dir, writer_merged) = temp_store();
+    let id = doc_id(46);
+    let mut doc = new_inspection(&actor(46), id);
+    let created = sync(&store, id, &mut doc, &[]);
+    sync(&writer_merged, id, &mut doc, &[]);
+    set_outcome(&mut doc, "referral");
+    let upload = premerged(&store, id, &mut doc, &created);
+
+    // Act
+    let merged = store.merge_uploads(vec![upload], NOW, Unchecked::default()).unwrap();
+
+    // Assert: stored as the writer's own merge is, and read back the same after a restart.
+    assert_eq!((merged[0].stored, merged[0].heads.clone()), (1, doc.get_heads()));
+    sync(&writer_merged, id, &mut doc, &created);
+    assert_eq!(
+        store.list_documents(&Visibility::All).unwrap(),
+        writer_merged.list_documents(&Visibility::All).unwrap()
+    );
+    drop(store);
+    let reopened = Store::open(&dir.path().join(DATABASE_FILE)).unwrap();
+    let loaded = reopened.document(id).unwrap().unwrap();
+    assert_eq!(value_json(&*loaded, &ROOT), value_json(&doc, &ROOT));
+    assert_eq!(reopened.change_rows(), 2);
+    assert!(check_database(&dir.path().join(DATABASE_FILE)).unwrap().passed());
+}
+
+#[test]
+fn a_premerge_from_a_state_the_store_has_left_is_not_taken() {
+    // Arrange: two devices hold the record. The first one's edit is premerged onto the stored
+    // state; the second one's concurrent edit is merged before it reaches the writer.
+    let (_dir, store) = temp_store();
+    let id = doc_id(47);
+    let mut first = new_inspection(&actor(47), id);
+    let created = sync(&store, id, &mut first, &[]);
+    let mut second = first.fork().with_actor(actor(48));
+    set_outcome(&mut first, "referral");
+    let stale = premerged(&store, id, &mut first, &created);
+    set_outcome(&mut second, "case_lead");
+    sync(&store, id, &mut second, &created);
+
+    // Act
+    let merged = store.merge_uploads(vec![stale], NOW, Unchecked::default()).unwrap();
+
+    // Assert: the writer merged the edit onto the state it found, keeping both edits.
+    first.merge(&mut second).unwrap();
+    assert_eq!((merged[0].stored, merged[0].heads.clone()), (1, first.get_heads()));
+    let stored = store.document(id).unwrap().unwrap();
+    assert_eq!(value_json(&*stored, &ROOT), value_json(&first, &ROOT));
+    assert_eq!(store.read(|tx| documents::heads(tx, id)).unwrap(), first.get_heads());
+}
+
+/// Refuses every stored document, as the sync policy refuses one of another township.
+struct ElsewhereOnly(Attribution);
+
+impl UploadPolicy for ElsewhereOnly {
+    fn attribution(&self) -> &Attribution {
+        &self.0
+    }
+    fn check_existing(&self, doc_id: DocumentId, _: &StoredScope) -> Result<(), Refusal> {
+        Err(Refusal::OutOfScope(format!("document {doc_id} belongs to another township")))
+    }
+    fn check_created(&self, _: DocumentId, _: Result<&Record, &str>) -> Result<(), Refusal> {
+        Ok(())
+    }
+    fn check_actor(&self, _: &ActorId) -> Result<(), Refusal> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_stored_document_is_premerged_only_for_a_caller_who_may_change_it() {
+    // Arrange
+    let (_dir, store) = temp_store();
+    let id = doc_id(49);
+    let mut doc = new_inspection(&actor(49), id);
+    let created = sync(&store, id, &mut doc, &[]);
+    set_outcome(&mut doc, "referral");
+    let upload = parsed(id, &mut doc, &created);
+
+    // Act
+    let refused = store.premerge_stored(&upload, &ElsewhereOnly(Default::default()));
+    let allowed = store.premerge_stored(&upload, &Unchecked::default());
+
+    // Assert
+    assert!(refused.is_none());
+    assert!(allowed.is_some());
+}
+
+#[test]
+fn a_premerge_takes_places_by_its_operations() {
+    let small = PremergedSlot::take(1).expect("a place is free");
+    let large = PremergedSlot::take(2 * OPS_PER_PREMERGED + 1).expect("places are free");
+    let too_large = PremergedSlot::take(MAX_PREMERGED * OPS_PER_PREMERGED + 1);
+
+    assert_eq!((small.places, large.places), (1, 3));
+    assert!(too_large.is_none(), "more operations than every place holds");
 }
