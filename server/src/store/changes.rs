@@ -393,8 +393,10 @@ fn in_township(
     township: Option<&str>,
 ) -> Result<bool, StoreError> {
     let Some(township) = township else { return Ok(false) };
-    let mut statement =
-        connection.prepare_cached("SELECT 1 FROM documents WHERE id = ?1 AND township = ?2")?;
+    // The covering index: the row holds the snapshot, a page per document to read.
+    let mut statement = connection.prepare_cached(
+        "SELECT 1 FROM documents INDEXED BY documents_scope WHERE id = ?1 AND township = ?2",
+    )?;
     Ok(statement.exists(params![doc_id.as_bytes(), township])?)
 }
 

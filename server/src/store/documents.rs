@@ -52,8 +52,10 @@ pub(crate) fn stored_scope(
     connection: &Connection,
     doc_id: DocumentId,
 ) -> Result<Option<StoredScope>, StoreError> {
-    let mut statement =
-        connection.prepare_cached("SELECT kind, matter, township FROM documents WHERE id = ?1")?;
+    // The covering index: the row holds the snapshot, a page per document to read.
+    let mut statement = connection.prepare_cached(
+        "SELECT kind, matter, township FROM documents INDEXED BY documents_scope WHERE id = ?1",
+    )?;
     Ok(statement
         .query_row([doc_id.as_bytes()], |row| {
             Ok(StoredScope { kind: row.get(0)?, matter: row.get(1)?, township: row.get(2)? })
