@@ -314,41 +314,72 @@ impl NewChanges {
 /// held about 5,000, some 100 MB, in scenario C). Past them, the writer merges as before.
 const MAX_PREMERGED: usize = 1024;
 
-/// Operations one place holds. A record of the bench's workload has about 1,200; a larger
-/// document takes as many places as its operations need, so that the places bound memory and
-/// not only documents, a stored document of any size included.
+/// Operations one place holds. A record of the bench's workload has about 1,200.
 const OPS_PER_PREMERGED: usize = 4096;
 
-/// How many of the [`MAX_PREMERGED`] places are taken.
-static PREMERGED: AtomicUsize = AtomicUsize::new(0);
+/// Change bytes one place holds, for the operations that hold long strings or bytes. A record
+/// of the bench's workload has about 3.5 KB.
+const BYTES_PER_PREMERGED: usize = 64 * 1024;
+
+/// The places taken by documents merged ahead of the writer.
+static PREMERGED: Places = Places::new(MAX_PREMERGED);
+
+/// What a premerged document holds in memory, as the places count it: a document takes as
+/// many places as its operations or its change bytes need, so that the places bound memory and
+/// not only documents, a stored document of any size included.
+#[derive(Debug, Clone, Copy)]
+struct Size {
+    ops: usize,
+    bytes: usize,
+}
+
+impl Size {
+    fn places(self) -> usize {
+        self.ops.div_ceil(OPS_PER_PREMERGED).max(self.bytes.div_ceil(BYTES_PER_PREMERGED)).max(1)
+    }
+}
+
+/// A bounded number of places, taken and given back without a lock.
+struct Places {
+    taken: AtomicUsize,
+    max: usize,
+}
+
+impl Places {
+    const fn new(max: usize) -> Self {
+        Self { taken: AtomicUsize::new(0), max }
+    }
+
+    /// The places a document of `size` needs, if that many are free.
+    fn take(&'static self, size: Size) -> Option<PremergedSlot> {
+        let places = size.places();
+        self.taken
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |taken| {
+                taken.checked_add(places).filter(|&wanted| wanted <= self.max)
+            })
+            .ok()
+            .map(|_| PremergedSlot { places, of: self })
+    }
+}
 
 /// The places one premerged document holds, given back when dropped.
 struct PremergedSlot {
     places: usize,
-}
-
-impl PremergedSlot {
-    /// The places a document of `ops` operations needs, if that many are free.
-    fn take(ops: usize) -> Option<Self> {
-        let places = ops.div_ceil(OPS_PER_PREMERGED).max(1);
-        PREMERGED
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |taken| {
-                taken.checked_add(places).filter(|&wanted| wanted <= MAX_PREMERGED)
-            })
-            .ok()
-            .map(|_| Self { places })
-    }
+    of: &'static Places,
 }
 
 impl Drop for PremergedSlot {
     fn drop(&mut self) {
-        PREMERGED.fetch_sub(self.places, Ordering::AcqRel);
+        self.of.taken.fetch_sub(self.places, Ordering::AcqRel);
     }
 }
 
-/// The operations of change chunks.
-fn ops_in(changes: &[Change]) -> usize {
-    changes.iter().map(Change::len).sum()
+/// The operations and raw bytes of change chunks.
+fn size_of_changes(changes: &[Change]) -> Size {
+    Size {
+        ops: changes.iter().map(Change::len).sum(),
+        bytes: changes.iter().map(|change| change.raw_bytes().len()).sum(),
+    }
 }
 
 /// The operations of a document.
@@ -363,11 +394,12 @@ impl Premerged {
     ///
     /// `None` when the merge fails or [`merge_changes`] would refuse the document chunk's
     /// changes (more than one root, an (actor, seq) pair twice), so that the writer merges
-    /// them and answers its own error, or when [`MAX_PREMERGED`] documents wait already.
+    /// them and answers its own error, or when the places ([`MAX_PREMERGED`]) it needs are
+    /// taken.
     pub(crate) fn of(doc_id: DocumentId, upload: &ParsedUpload) -> Option<Self> {
         match upload {
             ParsedUpload::Changes(changes) => {
-                let slot = PremergedSlot::take(ops_in(changes))?;
+                let slot = PREMERGED.take(size_of_changes(changes))?;
                 let mut doc = documents::empty_document();
                 let new_changes = merged_into(&mut doc, doc_id, changes)?;
                 let projection = Projection::of(&doc);
@@ -384,7 +416,8 @@ impl Premerged {
                 if roots != 1 || !unique_seqs {
                     return None;
                 }
-                let slot = PremergedSlot::take(ops_of(&loaded.doc))?;
+                // Its bytes are bounded by the request's body, its operations by its header.
+                let slot = PREMERGED.take(Size { ops: ops_of(&loaded.doc), bytes: 0 })?;
                 let projection = Projection::of(&loaded.doc);
                 let saved = Some(loaded.doc.save());
                 Some(Self { base: Vec::new(), merged: None, saved, projection, _slot: slot })
@@ -392,24 +425,39 @@ impl Premerged {
         }
     }
 
-    /// Merges change chunks into a copy of `stored`, a stored document's current state, and
-    /// projects the result.
+    /// Merges change chunks into a copy of `stored`, a stored document's current state holding
+    /// `stored_bytes` of changes, and projects the result; the shared `stored` is let go before
+    /// the merge, so that the writer finds it unshared if it merges the document itself.
     ///
-    /// `None` for a document chunk (the writer merges it change by change), when nothing is
-    /// new or the merge fails (the writer merges and answers its own error), or when
-    /// [`MAX_PREMERGED`] documents wait already.
-    pub(crate) fn onto(
+    /// `None`, before anything is copied, when no change is new (a replay) or one depends on a
+    /// change neither stored nor uploaded (the writer answers that); when the merge fails; or
+    /// when the places ([`MAX_PREMERGED`]) this document needs are taken.
+    fn onto(
         doc_id: DocumentId,
-        stored: &Automerge,
-        upload: &ParsedUpload,
+        stored: Arc<Automerge>,
+        stored_bytes: usize,
+        changes: &[Change],
     ) -> Option<Self> {
-        let ParsedUpload::Changes(changes) = upload else { return None };
-        let ops = ops_of(stored).saturating_add(ops_in(changes));
-        let slot = PremergedSlot::take(ops)?;
-        let mut doc = stored.clone();
-        let new_changes = merged_into(&mut doc, doc_id, changes)?;
-        let projection = Projection::of(&doc);
+        let held = |hash: &ChangeHash| stored.get_change_meta_by_hash(hash).is_some();
+        let new: Vec<Change> =
+            changes.iter().filter(|change| !held(&change.hash())).cloned().collect();
+        let uploaded: HashSet<ChangeHash> = new.iter().map(Change::hash).collect();
+        let dependencies_known =
+            new.iter().flat_map(Change::deps).all(|dep| uploaded.contains(dep) || held(dep));
+        if new.is_empty() || !dependencies_known {
+            return None;
+        }
+        let added = size_of_changes(&new);
+        let size = Size {
+            ops: ops_of(&stored).saturating_add(added.ops),
+            bytes: stored_bytes.saturating_add(added.bytes),
+        };
+        let slot = PREMERGED.take(size)?;
         let base = stored.get_heads();
+        let mut doc = Automerge::clone(&stored);
+        drop(stored);
+        let new_changes = merged_into(&mut doc, doc_id, &new)?;
+        let projection = Projection::of(&doc);
         Some(Self { base, merged: Some((doc, new_changes)), saved: None, projection, _slot: slot })
     }
 
@@ -458,6 +506,7 @@ impl Premerged {
         item.projection = Some(self.projection);
         item.saved =
             self.saved.map(|bytes| SavedCreation { bytes, changes: covered, holds_change_bytes });
+        item.premerged = true;
         Ok(item)
     }
 }
@@ -482,6 +531,8 @@ pub(crate) struct MergedDocument {
     pub(crate) heads: Vec<ChangeHash>,
     /// How many uploaded changes were new and are now stored.
     pub(crate) stored: usize,
+    /// Whether the writer took the merge made ahead of it (`Premerged`).
+    pub(crate) premerged: bool,
 }
 
 /// How to open the store.
@@ -673,8 +724,9 @@ impl Store {
     }
 
     /// A stored document's upload merged ahead of the writer onto the document's current state
-    /// (`Premerged::onto`), when `policy` lets the caller change the document, so that no
-    /// document is loaded for a caller who may not write to it.
+    /// (`Premerged::onto`), when `policy` lets the caller change the document and upload each
+    /// change's actor, so that no document is loaded or copied for an upload the writer
+    /// refuses.
     ///
     /// `None` also when a read fails: the writer then merges as always and answers any error.
     pub(crate) fn premerge_stored(
@@ -683,13 +735,20 @@ impl Store {
         policy: &dyn UploadPolicy,
     ) -> Option<Premerged> {
         let doc_id = upload.doc_id;
-        if !matches!(upload.changes, ParsedUpload::Changes(_)) {
+        let ParsedUpload::Changes(changes) = &upload.changes else { return None };
+        let (scope, stored_bytes) = self
+            .read(|tx| {
+                let Some(scope) = documents::stored_scope(tx, doc_id)? else { return Ok(None) };
+                Ok(Some((scope, documents::change_bytes(tx, doc_id)?)))
+            })
+            .ok()??;
+        policy.check_existing(doc_id, &scope).ok()?;
+        if changes.iter().any(|change| policy.check_actor(change.actor_id()).is_err()) {
             return None;
         }
-        let stored = self.read(|tx| documents::stored_scope(tx, doc_id)).ok()??;
-        policy.check_existing(doc_id, &stored).ok()?;
-        let doc = self.document(doc_id).ok()??;
-        Premerged::onto(doc_id, &doc, &upload.changes)
+        let stored = self.document(doc_id).ok()??;
+        let stored_bytes = usize::try_from(stored_bytes).unwrap_or(usize::MAX);
+        Premerged::onto(doc_id, stored, stored_bytes, changes)
     }
 
     /// The current state of a document, from the cache or loaded from the store.
@@ -779,8 +838,9 @@ impl Drop for Store {
 
 /// Merges every upload and writes the new changes, inside the caller's writer job.
 ///
-/// Each document comes from the group, the cache, the store or starts empty; its new changes
-/// are merged in one call. Every check (scope, actors, quota) runs before the first write;
+/// Each document is the premerge made for it when the store is still where that started
+/// (`Premerged`), else comes from the group, the cache, the store or starts empty and has its
+/// new changes merged in one call. Every check (scope, actors, quota) runs before the first write;
 /// any error leaves the job's writes to be rolled back (its savepoint, or its transaction when
 /// it is the first of one), and the documents it took are dropped, to be reloaded from the
 /// untouched store. The merged documents are staged for the cache, which they reach only after
@@ -816,6 +876,9 @@ pub(crate) fn merge_uploads_in(
                         stored.is_some(),
                     )?
                 {
+                    // Out of the cache, as a document the writer merges itself: the cache holds
+                    // the merged state only once the group commits.
+                    context.drop_cached(upload.doc_id);
                     working.push(premerged.into_working(upload.doc_id, upload.changes)?);
                     continue;
                 }
@@ -866,6 +929,8 @@ struct WorkingDocument {
     // The document as its premerge saved it, holding the first changes of `new_changes`: its
     // creation (`store::creations`) once written.
     saved: Option<SavedCreation>,
+    // The merge was made ahead of the writer (`Premerged`).
+    premerged: bool,
 }
 
 /// A created document saved once, and how many of its first new changes that holds.
@@ -885,6 +950,7 @@ impl WorkingDocument {
             created,
             projection: None,
             saved: None,
+            premerged: false,
         }
     }
 
@@ -991,7 +1057,12 @@ impl WorkingDocument {
     /// The merge outcome; the document is staged for the cache if it exists in the store.
     fn into_merged(self, context: &mut WriteContext<'_>) -> MergedDocument {
         let heads = self.doc.get_heads();
-        let merged = MergedDocument { doc_id: self.doc_id, heads, stored: self.new_changes.len() };
+        let merged = MergedDocument {
+            doc_id: self.doc_id,
+            heads,
+            stored: self.new_changes.len(),
+            premerged: self.premerged,
+        };
         // An empty document is not stored (an upload of no changes for an unknown id), and
         // caching it would make the unknown document look like an existing one.
         if !merged.heads.is_empty() {

@@ -53,6 +53,11 @@ impl DocumentCache {
         Some(Arc::unwrap_or_clone(shared))
     }
 
+    /// Removes the document, for the writer to merge a copy made elsewhere.
+    pub(crate) fn remove(&self, doc_id: DocumentId) {
+        lock(&self.inner).documents.pop(&doc_id);
+    }
+
     /// Caches the document the writer has just committed, replacing any older entry.
     pub(crate) fn put(&self, doc_id: DocumentId, doc: Automerge) {
         let mut inner = lock(&self.inner);

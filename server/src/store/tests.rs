@@ -19,8 +19,8 @@ use crate::fixtures::{
 };
 use crate::store::check::check_database;
 use crate::store::{
-    Attribution, DATABASE_FILE, DocumentUpload, MAX_DOCUMENT_BYTES, MAX_PREMERGED,
-    OPS_PER_PREMERGED, Premerged, PremergedSlot, Refusal, SNAPSHOT_INTERVAL, Store, StoreError,
+    Attribution, BYTES_PER_PREMERGED, DATABASE_FILE, DocumentUpload, MAX_DOCUMENT_BYTES,
+    OPS_PER_PREMERGED, Places, Premerged, Refusal, SNAPSHOT_INTERVAL, Size, Store, StoreError,
     StoreOptions, StoredScope, Unchecked, UploadPolicy, Visibility, Weight, changes, documents,
     merge_uploads_in,
 };
@@ -709,31 +709,38 @@ fn premerged(
 #[test]
 fn a_stored_documents_upload_premerged_onto_its_state_is_written_as_the_writer_merges() {
     // Arrange: a stored record, edited on its device and merged onto its stored state ahead
-    // of the writer; a second store merges the same edit on its writer.
+    // of the writer, up to a fresh snapshot; a second store merges the same edits on its
+    // writer.
     let (dir, store) = temp_store();
     let (_writer_dir, writer_merged) = temp_store();
     let id = doc_id(46);
     let mut doc = new_inspection(&actor(46), id);
     let created = sync(&store, id, &mut doc, &[]);
     sync(&writer_merged, id, &mut doc, &[]);
-    set_outcome(&mut doc, "referral");
+    for n in 0..SNAPSHOT_INTERVAL {
+        set_outcome(&mut doc, &format!("outcome {n}"));
+    }
     let upload = premerged(&store, id, &mut doc, &created);
 
     // Act
     let merged = store.merge_uploads(vec![upload], NOW, Unchecked::default()).unwrap();
 
-    // Assert: stored as the writer's own merge is, and read back the same after a restart.
-    assert_eq!((merged[0].stored, merged[0].heads.clone()), (1, doc.get_heads()));
+    // Assert: the writer took the premerge, and stored what its own merge stores; the
+    // document reads back the same from the snapshot the premerge wrote, after a restart.
+    assert!(merged[0].premerged);
+    let stored = usize::try_from(SNAPSHOT_INTERVAL).unwrap();
+    assert_eq!((merged[0].stored, merged[0].heads.clone()), (stored, doc.get_heads()));
     sync(&writer_merged, id, &mut doc, &created);
     assert_eq!(
         store.list_documents(&Visibility::All).unwrap(),
         writer_merged.list_documents(&Visibility::All).unwrap()
     );
+    assert_eq!(snapshot_seq(&store, id), 1 + SNAPSHOT_INTERVAL);
     drop(store);
     let reopened = Store::open(&dir.path().join(DATABASE_FILE)).unwrap();
     let loaded = reopened.document(id).unwrap().unwrap();
     assert_eq!(value_json(&*loaded, &ROOT), value_json(&doc, &ROOT));
-    assert_eq!(reopened.change_rows(), 2);
+    assert_eq!(reopened.change_rows(), 1 + SNAPSHOT_INTERVAL);
     assert!(check_database(&dir.path().join(DATABASE_FILE)).unwrap().passed());
 }
 
@@ -756,32 +763,72 @@ fn a_premerge_from_a_state_the_store_has_left_is_not_taken() {
 
     // Assert: the writer merged the edit onto the state it found, keeping both edits.
     first.merge(&mut second).unwrap();
+    assert!(!merged[0].premerged);
     assert_eq!((merged[0].stored, merged[0].heads.clone()), (1, first.get_heads()));
     let stored = store.document(id).unwrap().unwrap();
     assert_eq!(value_json(&*stored, &ROOT), value_json(&first, &ROOT));
     assert_eq!(store.read(|tx| documents::heads(tx, id)).unwrap(), first.get_heads());
 }
 
-/// Refuses every stored document, as the sync policy refuses one of another township.
-struct ElsewhereOnly(Attribution);
+#[test]
+fn nothing_is_premerged_for_changes_the_store_holds_or_that_lack_a_dependency() {
+    // Arrange: a stored record and two edits after it.
+    let (_dir, store) = temp_store();
+    let id = doc_id(50);
+    let mut doc = new_inspection(&actor(50), id);
+    let created = sync(&store, id, &mut doc, &[]);
+    set_outcome(&mut doc, "referral");
+    let first_edit = doc.get_heads();
+    set_outcome(&mut doc, "case_lead");
 
-impl UploadPolicy for ElsewhereOnly {
+    // Act: the record's creation again (a replay), and the second edit without the first.
+    let replay = parsed(id, &mut doc, &[]).changes;
+    let replay = DocumentUpload {
+        doc_id: id,
+        changes: ParsedUpload::Changes(replay.into_changes().into_iter().take(1).collect()),
+        premerged: None,
+    };
+    let gap = parsed(id, &mut doc, &first_edit);
+
+    // Assert
+    assert!(store.premerge_stored(&replay, &Unchecked::default()).is_none());
+    assert!(store.premerge_stored(&gap, &Unchecked::default()).is_none());
+    assert!(
+        store.premerge_stored(&parsed(id, &mut doc, &created), &Unchecked::default()).is_some()
+    );
+}
+
+/// Refuses what it is told to, as the sync policy refuses a document of another township or a
+/// change by an actor the device does not own.
+struct Refusing {
+    existing: bool,
+    actors: bool,
+}
+
+impl UploadPolicy for Refusing {
     fn attribution(&self) -> &Attribution {
-        &self.0
+        static NONE: Attribution = Attribution { device: None, officer: None, certificate: None };
+        &NONE
     }
     fn check_existing(&self, doc_id: DocumentId, _: &StoredScope) -> Result<(), Refusal> {
-        Err(Refusal::OutOfScope(format!("document {doc_id} belongs to another township")))
+        match self.existing {
+            true => Err(Refusal::OutOfScope(format!("document {doc_id} is elsewhere"))),
+            false => Ok(()),
+        }
     }
     fn check_created(&self, _: DocumentId, _: Result<&Record, &str>) -> Result<(), Refusal> {
         Ok(())
     }
-    fn check_actor(&self, _: &ActorId) -> Result<(), Refusal> {
-        Ok(())
+    fn check_actor(&self, actor: &ActorId) -> Result<(), Refusal> {
+        match self.actors {
+            true => Err(Refusal::ForeignActor(format!("actor {actor} is not this device's"))),
+            false => Ok(()),
+        }
     }
 }
 
 #[test]
-fn a_stored_document_is_premerged_only_for_a_caller_who_may_change_it() {
+fn a_stored_document_is_premerged_only_for_a_caller_who_may_change_it_by_its_actors() {
     // Arrange
     let (_dir, store) = temp_store();
     let id = doc_id(49);
@@ -791,20 +838,33 @@ fn a_stored_document_is_premerged_only_for_a_caller_who_may_change_it() {
     let upload = parsed(id, &mut doc, &created);
 
     // Act
-    let refused = store.premerge_stored(&upload, &ElsewhereOnly(Default::default()));
-    let allowed = store.premerge_stored(&upload, &Unchecked::default());
+    let elsewhere = store.premerge_stored(&upload, &Refusing { existing: true, actors: false });
+    let foreign = store.premerge_stored(&upload, &Refusing { existing: false, actors: true });
+    let allowed = store.premerge_stored(&upload, &Refusing { existing: false, actors: false });
 
     // Assert
-    assert!(refused.is_none());
+    assert!(elsewhere.is_none());
+    assert!(foreign.is_none());
     assert!(allowed.is_some());
 }
 
 #[test]
-fn a_premerge_takes_places_by_its_operations() {
-    let small = PremergedSlot::take(1).expect("a place is free");
-    let large = PremergedSlot::take(2 * OPS_PER_PREMERGED + 1).expect("places are free");
-    let too_large = PremergedSlot::take(MAX_PREMERGED * OPS_PER_PREMERGED + 1);
+fn premerge_places_are_taken_by_operations_and_bytes_and_given_back() {
+    static PLACES: Places = Places::new(4);
+    let one = Size { ops: 1, bytes: 1 };
+    let by_ops = Size { ops: 2 * OPS_PER_PREMERGED + 1, bytes: 0 };
+    let by_bytes = Size { ops: 1, bytes: BYTES_PER_PREMERGED + 1 };
 
-    assert_eq!((small.places, large.places), (1, 3));
-    assert!(too_large.is_none(), "more operations than every place holds");
+    let three = PLACES.take(by_ops).expect("three of four places are free");
+    let refused = PLACES.take(by_bytes);
+    let last = PLACES.take(one).expect("the fourth place is free");
+    let full = PLACES.take(one);
+    drop(three);
+    let again = PLACES.take(by_bytes);
+
+    assert_eq!((by_ops.places(), by_bytes.places(), one.places()), (3, 2, 1));
+    assert!(refused.is_none(), "two places wanted, one free");
+    assert!(full.is_none(), "every place taken");
+    assert!(again.is_some(), "places given back when dropped");
+    drop(last);
 }

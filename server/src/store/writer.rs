@@ -74,6 +74,13 @@ impl WriteContext<'_> {
         documents::load(self.connection, doc_id)
     }
 
+    /// Drops the cache's copy of a document this job merges from a copy of its own (a premerge,
+    /// `store::Premerged`), as [`Self::take_document`] takes it out: during the job the cache
+    /// holds no state of the document, and after `COMMIT` the merged one.
+    pub(crate) fn drop_cached(&mut self, doc_id: DocumentId) {
+        self.cache.remove(doc_id);
+    }
+
     /// Hands a merged document back; it reaches the cache once the group commits.
     pub(crate) fn stage_document(&mut self, doc_id: DocumentId, doc: Automerge) {
         self.staged.push((doc_id, doc));
