@@ -532,6 +532,15 @@ const MIGRATIONS: &[&str] = &[
 /// `prepare_cached` compiled its SQL again; the store has under 100 statements in all.
 const STATEMENT_CACHE_CAPACITY: usize = 128;
 
+/// WAL pages after which a commit copies the WAL back into the database (SQLite's automatic
+/// checkpoint, run by the writer inside that `COMMIT`): about 32 MB. SQLite's default of 1,000
+/// pages checkpointed about every 4 MB, copying the same hot index pages back again and again,
+/// and checkpoints were a fifth of the writer's time in scenario C. Four runs of C each,
+/// interleaved: 8.50-8.70 s at 8,000 pages against 8.80-9.10 s at 1,000, server CPU
+/// 15.8-16.3 s against 16.2-16.8 s. A commit is as durable either way: its WAL frames are
+/// synced before it is acknowledged.
+const WAL_CHECKPOINT_PAGES: i64 = 8_000;
+
 /// Opens (creating it if needed) the database for writing and brings its schema up to date.
 ///
 /// WAL lets readers proceed while the writer commits; `synchronous=FULL` makes a commit
@@ -545,6 +554,7 @@ pub(crate) fn open_writer(path: &Path, max_db_size: Option<u64>) -> Result<Conne
         return Err(StoreError::Pragma { pragma: "journal_mode=WAL", actual: journal_mode });
     }
     connection.pragma_update(None, "synchronous", "FULL")?;
+    connection.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)?;
     connection.pragma_update(None, "foreign_keys", "ON")?;
     keep_statements(&connection)?;
     migrate(&mut connection)?;
