@@ -425,29 +425,20 @@ impl Premerged {
         }
     }
 
-    /// Merges change chunks into a copy of `stored`, a stored document's current state holding
-    /// `stored_bytes` of changes, and projects the result; the shared `stored` is let go before
-    /// the merge, so that the writer finds it unshared if it merges the document itself.
+    /// Merges `new`, changes `stored` lacks ([`new_to`]), into a copy of `stored`, a stored
+    /// document's current state holding `stored_bytes` of changes, and projects the result; the
+    /// shared `stored` is let go before the merge, so that the writer finds it unshared if it
+    /// merges the document itself.
     ///
-    /// `None`, before anything is copied, when no change is new (a replay) or one depends on a
-    /// change neither stored nor uploaded (the writer answers that); when the merge fails; or
-    /// when the places ([`MAX_PREMERGED`]) this document needs are taken.
+    /// `None` when the merge fails (the writer answers that) or when the places
+    /// ([`MAX_PREMERGED`]) this document needs are taken.
     fn onto(
         doc_id: DocumentId,
         stored: Arc<Automerge>,
         stored_bytes: usize,
-        changes: &[Change],
+        new: &[Change],
     ) -> Option<Self> {
-        let held = |hash: &ChangeHash| stored.get_change_meta_by_hash(hash).is_some();
-        let new: Vec<Change> =
-            changes.iter().filter(|change| !held(&change.hash())).cloned().collect();
-        let uploaded: HashSet<ChangeHash> = new.iter().map(Change::hash).collect();
-        let dependencies_known =
-            new.iter().flat_map(Change::deps).all(|dep| uploaded.contains(dep) || held(dep));
-        if new.is_empty() || !dependencies_known {
-            return None;
-        }
-        let added = size_of_changes(&new);
+        let added = size_of_changes(new);
         let size = Size {
             ops: ops_of(&stored).saturating_add(added.ops),
             bytes: stored_bytes.saturating_add(added.bytes),
@@ -456,7 +447,7 @@ impl Premerged {
         let base = stored.get_heads();
         let mut doc = Automerge::clone(&stored);
         drop(stored);
-        let new_changes = merged_into(&mut doc, doc_id, &new)?;
+        let new_changes = merged_into(&mut doc, doc_id, new)?;
         let projection = Projection::of(&doc);
         Some(Self { base, merged: Some((doc, new_changes)), saved: None, projection, _slot: slot })
     }
@@ -509,6 +500,18 @@ impl Premerged {
         item.premerged = true;
         Ok(item)
     }
+}
+
+/// The uploaded changes `stored` lacks, when there are any and each depends only on changes
+/// stored or uploaded: what merging them into `stored` would apply. `None` for a replay or a
+/// gap, before anything is copied for them.
+fn new_to(stored: &Automerge, changes: &[Change]) -> Option<Vec<Change>> {
+    let held = |hash: &ChangeHash| stored.get_change_meta_by_hash(hash).is_some();
+    let new: Vec<Change> = changes.iter().filter(|change| !held(&change.hash())).cloned().collect();
+    let uploaded: HashSet<ChangeHash> = new.iter().map(Change::hash).collect();
+    let dependencies_known =
+        new.iter().flat_map(Change::deps).all(|dep| uploaded.contains(dep) || held(dep));
+    (!new.is_empty() && dependencies_known).then_some(new)
 }
 
 /// Merges `changes` into `doc`; `None` when the merge fails or nothing is new.
@@ -724,9 +727,9 @@ impl Store {
     }
 
     /// A stored document's upload merged ahead of the writer onto the document's current state
-    /// (`Premerged::onto`), when `policy` lets the caller change the document and upload each
-    /// change's actor, so that no document is loaded or copied for an upload the writer
-    /// refuses.
+    /// (`Premerged::onto`), when `policy` lets the caller change the document (checked before
+    /// it is loaded) and upload each new change's actor, and the upload is neither a replay nor
+    /// a gap ([`new_to`]).
     ///
     /// `None` also when a read fails: the writer then merges as always and answers any error.
     pub(crate) fn premerge_stored(
@@ -743,12 +746,13 @@ impl Store {
             })
             .ok()??;
         policy.check_existing(doc_id, &scope).ok()?;
-        if changes.iter().any(|change| policy.check_actor(change.actor_id()).is_err()) {
+        let stored = self.document(doc_id).ok()??;
+        let new = new_to(&stored, changes)?;
+        if new.iter().any(|change| policy.check_actor(change.actor_id()).is_err()) {
             return None;
         }
-        let stored = self.document(doc_id).ok()??;
         let stored_bytes = usize::try_from(stored_bytes).unwrap_or(usize::MAX);
-        Premerged::onto(doc_id, stored, stored_bytes, changes)
+        Premerged::onto(doc_id, stored, stored_bytes, &new)
     }
 
     /// The current state of a document, from the cache or loaded from the store.

@@ -98,8 +98,9 @@ async fn feed_turn() -> Result<SemaphorePermit<'static>, ApiError> {
 /// Uploads inflated, parsed, merged ahead of the writer ([`crate::store::Premerged`]) and
 /// waiting for it, at once, over all requests. Each holds its inflated body, its parsed changes
 /// and up to a batch of merged documents, new ones or copies of stored ones (bounded by the
-/// premerge places): 50 devices' first syncs at once peaked at 488 MB (scenario C). The writer takes one job group at a time, so four keep it fed and both cores
-/// busy; a waiting request holds only the body it received.
+/// premerge places): 50 devices' first syncs at once peaked at 488 MB (scenario C). The writer
+/// takes one job group at a time, so four keep it fed and both cores busy; a waiting request
+/// holds only the body it received.
 static UPLOADS: Semaphore = Semaphore::const_new(4);
 
 /// Waits for a turn to work on an upload ([`UPLOADS`]).

@@ -386,6 +386,11 @@ fn change_chunks_of(doc_id: DocumentId, saved: &[u8]) -> Result<Vec<Vec<u8>>, St
     Ok(doc.get_changes(&[]).into_iter().map(|mut change| change.bytes().into_owned()).collect())
 }
 
+/// Whether a document is in a township, from the covering index (migration 16): its row holds
+/// the snapshot, a page per document to read.
+pub(crate) const IN_TOWNSHIP: &str =
+    "SELECT 1 FROM documents INDEXED BY documents_scope WHERE id = ?1 AND township = ?2";
+
 /// Whether the stored document is in `township` (none: in no township a device may see).
 fn in_township(
     connection: &Connection,
@@ -393,10 +398,7 @@ fn in_township(
     township: Option<&str>,
 ) -> Result<bool, StoreError> {
     let Some(township) = township else { return Ok(false) };
-    // The covering index: the row holds the snapshot, a page per document to read.
-    let mut statement = connection.prepare_cached(
-        "SELECT 1 FROM documents INDEXED BY documents_scope WHERE id = ?1 AND township = ?2",
-    )?;
+    let mut statement = connection.prepare_cached(IN_TOWNSHIP)?;
     Ok(statement.exists(params![doc_id.as_bytes(), township])?)
 }
 

@@ -47,15 +47,21 @@ pub(crate) struct StoredScope {
     pub(crate) township: Option<String>,
 }
 
+/// A document's scope by its id, from the covering index (migration 16): its row holds the
+/// snapshot, a page per document to read.
+pub(crate) const SCOPE_BY_ID: &str =
+    "SELECT kind, matter, township FROM documents INDEXED BY documents_scope WHERE id = ?1";
+
+/// A document's stored change bytes by its id, from the covering index, as [`SCOPE_BY_ID`].
+pub(crate) const CHANGE_BYTES_BY_ID: &str =
+    "SELECT change_bytes FROM documents INDEXED BY documents_scope WHERE id = ?1";
+
 /// The stored kind, matter and township of a document, or `None` when it has no row.
 pub(crate) fn stored_scope(
     connection: &Connection,
     doc_id: DocumentId,
 ) -> Result<Option<StoredScope>, StoreError> {
-    // The covering index: the row holds the snapshot, a page per document to read.
-    let mut statement = connection.prepare_cached(
-        "SELECT kind, matter, township FROM documents INDEXED BY documents_scope WHERE id = ?1",
-    )?;
+    let mut statement = connection.prepare_cached(SCOPE_BY_ID)?;
     Ok(statement
         .query_row([doc_id.as_bytes()], |row| {
             Ok(StoredScope { kind: row.get(0)?, matter: row.get(1)?, township: row.get(2)? })
@@ -301,8 +307,7 @@ pub(crate) fn list(
 
 /// The stored bytes of a document's changes; 0 for an unknown document.
 pub(crate) fn change_bytes(connection: &Connection, doc_id: DocumentId) -> Result<i64, StoreError> {
-    let mut statement =
-        connection.prepare_cached("SELECT change_bytes FROM documents WHERE id = ?1")?;
+    let mut statement = connection.prepare_cached(CHANGE_BYTES_BY_ID)?;
     Ok(statement.query_row([doc_id.as_bytes()], |row| row.get(0)).optional()?.unwrap_or(0))
 }
 

@@ -516,13 +516,14 @@ const MIGRATIONS: &[&str] = &[
         SELECT RAISE(ABORT, 'changes is append-only');
     END;
     ",
-    // 16: issue 7, a document's scope (kind, matter, township) read from an index by its id.
-    // A `documents` row holds the document's snapshot, so reading the scope from the row took
-    // one page per document, rarely in the page cache: the feed looks each document's
-    // township up once per page, and fifty devices reading 10,000 documents spent a third of
-    // their feed reads there (scenario C).
+    // 16: issue 7, a document's scope (kind, matter, township) and stored change bytes read
+    // from an index by its id. A `documents` row holds the document's snapshot, so reading
+    // them from the row took one page per document, rarely in the page cache: the feed looks
+    // each document's township up once per page, and fifty devices reading 10,000 documents
+    // spent a third of their feed reads there (scenario C). Every merge rewrites the row's
+    // entry anyway (its upsert sets these columns), so holding the change bytes costs nothing.
     r"
-    CREATE INDEX documents_scope ON documents (id, kind, matter, township);
+    CREATE INDEX documents_scope ON documents (id, kind, matter, township, change_bytes);
     ",
 ];
 
@@ -541,6 +542,11 @@ const STATEMENT_CACHE_CAPACITY: usize = 128;
 /// synced before it is acknowledged.
 const WAL_CHECKPOINT_PAGES: i64 = 8_000;
 
+/// The size the WAL file is cut back to when it starts over: readers holding old snapshots can
+/// make it grow past [`WAL_CHECKPOINT_PAGES`] (61 MB while 100,000 documents were loaded), and
+/// without a limit the file keeps its largest size for good.
+const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
+
 /// Opens (creating it if needed) the database for writing and brings its schema up to date.
 ///
 /// WAL lets readers proceed while the writer commits; `synchronous=FULL` makes a commit
@@ -555,6 +561,7 @@ pub(crate) fn open_writer(path: &Path, max_db_size: Option<u64>) -> Result<Conne
     }
     connection.pragma_update(None, "synchronous", "FULL")?;
     connection.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)?;
+    connection.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
     connection.pragma_update(None, "foreign_keys", "ON")?;
     keep_statements(&connection)?;
     migrate(&mut connection)?;
@@ -622,8 +629,10 @@ fn migrate_until(connection: &mut Connection, last: usize) -> Result<(), StoreEr
 #[cfg(test)]
 mod tests {
     use rusqlite::params;
+    use sync_core::ids::DocumentId;
 
     use super::*;
+    use crate::store::{changes, documents};
 
     /// Appends one change row the way migration 1's columns take it.
     fn append(
@@ -666,6 +675,52 @@ mod tests {
         // Assert: without the guarantee SQLite compiles it again at every use.
         assert_eq!((writer, reader), (0, 0));
         assert!(plain > 0, "a plain connection recompiles it ({plain} times)");
+    }
+
+    #[test]
+    fn a_documents_scope_is_read_from_its_covering_index_on_a_database_from_before_it() {
+        // Arrange: a database at migration 15 holding one document.
+        let doc_id = DocumentId::from_bytes([7; 16]);
+        let id = *doc_id.as_bytes();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fieldcase.db");
+        let mut connection = Connection::open(&path).unwrap();
+        migrate_until(&mut connection, 15).unwrap();
+        connection
+            .execute(
+                "INSERT INTO documents (id, kind, matter, township, heads, feed_seq, \
+                 change_count, created_at, updated_at, change_bytes) \
+                 VALUES (?1, 'inspection', 'M1', 't-1', x'', 1, 1, 0, 0, 42)",
+                [id],
+            )
+            .unwrap();
+        drop(connection);
+
+        // Act
+        let connection = open_writer(&path, None).unwrap();
+
+        // Assert: the stored values, each read from the index alone.
+        let scope = documents::stored_scope(&connection, doc_id).unwrap().unwrap();
+        assert_eq!(
+            (scope.kind.as_deref(), scope.matter.as_deref(), scope.township.as_deref()),
+            (Some("inspection"), Some("M1"), Some("t-1"))
+        );
+        assert_eq!(documents::change_bytes(&connection, doc_id).unwrap(), 42);
+        let queries: [(&str, &[&dyn rusqlite::ToSql]); 3] = [
+            (documents::SCOPE_BY_ID, &[&id]),
+            (documents::CHANGE_BYTES_BY_ID, &[&id]),
+            (changes::IN_TOWNSHIP, &[&id, &"t-1"]),
+        ];
+        for (sql, parameters) in queries {
+            let mut statement = connection.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let plan: Vec<String> = statement
+                .query_map(parameters, |row| row.get(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            let covering = plan.iter().any(|step| step.contains("COVERING INDEX documents_scope"));
+            assert!(covering, "{sql}: {plan:?}");
+        }
     }
 
     #[test]

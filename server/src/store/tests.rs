@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use automerge::{ActorId, AutoCommit, ChangeHash, ROOT};
+use automerge::{ActorId, AutoCommit, Automerge, Change, ChangeHash, ROOT};
 use axum::http::StatusCode;
 use rusqlite::Connection;
 use sync_core::edit::{TextEdit, edit_text};
@@ -22,7 +22,7 @@ use crate::store::{
     Attribution, BYTES_PER_PREMERGED, DATABASE_FILE, DocumentUpload, MAX_DOCUMENT_BYTES,
     OPS_PER_PREMERGED, Places, Premerged, Refusal, SNAPSHOT_INTERVAL, Size, Store, StoreError,
     StoreOptions, StoredScope, Unchecked, UploadPolicy, Visibility, Weight, changes, documents,
-    merge_uploads_in,
+    merge_uploads_in, new_to,
 };
 
 const NOW: i64 = 1_700_000_000_000;
@@ -771,31 +771,28 @@ fn a_premerge_from_a_state_the_store_has_left_is_not_taken() {
 }
 
 #[test]
-fn nothing_is_premerged_for_changes_the_store_holds_or_that_lack_a_dependency() {
-    // Arrange: a stored record and two edits after it.
-    let (_dir, store) = temp_store();
-    let id = doc_id(50);
-    let mut doc = new_inspection(&actor(50), id);
-    let created = sync(&store, id, &mut doc, &[]);
+fn only_new_changes_whose_dependencies_are_known_are_premerged() {
+    // Arrange: a record with two edits; the store holds it up to the first, or only created.
+    let mut doc = new_inspection(&actor(50), doc_id(50));
+    let created = doc.get_heads();
     set_outcome(&mut doc, "referral");
     let first_edit = doc.get_heads();
+    let stored = Automerge::load(&doc.save()).unwrap();
+    let created_only = stored.fork_at(&created).unwrap();
     set_outcome(&mut doc, "case_lead");
+    let every_change = doc.get_changes(&[]);
+    let second_edit = doc.get_changes(&first_edit);
+    let hashes = |changes: &[Change]| changes.iter().map(Change::hash).collect::<Vec<_>>();
 
-    // Act: the record's creation again (a replay), and the second edit without the first.
-    let replay = parsed(id, &mut doc, &[]).changes;
-    let replay = DocumentUpload {
-        doc_id: id,
-        changes: ParsedUpload::Changes(replay.into_changes().into_iter().take(1).collect()),
-        premerged: None,
-    };
-    let gap = parsed(id, &mut doc, &first_edit);
+    // Act
+    let replay = new_to(&stored, &every_change[..2]);
+    let gap = new_to(&created_only, &second_edit);
+    let resent = new_to(&stored, &every_change);
 
     // Assert
-    assert!(store.premerge_stored(&replay, &Unchecked::default()).is_none());
-    assert!(store.premerge_stored(&gap, &Unchecked::default()).is_none());
-    assert!(
-        store.premerge_stored(&parsed(id, &mut doc, &created), &Unchecked::default()).is_some()
-    );
+    assert!(replay.is_none(), "nothing new");
+    assert!(gap.is_none(), "the first edit is neither stored nor uploaded");
+    assert_eq!(resent.as_deref().map(hashes), Some(hashes(&second_edit)));
 }
 
 /// Refuses what it is told to, as the sync policy refuses a document of another township or a

@@ -76,7 +76,8 @@ impl WriteContext<'_> {
 
     /// Drops the cache's copy of a document this job merges from a copy of its own (a premerge,
     /// `store::Premerged`), as [`Self::take_document`] takes it out: during the job the cache
-    /// holds no state of the document, and after `COMMIT` the merged one.
+    /// holds at most the committed state (a reader may load it again), and after `COMMIT` the
+    /// merged one.
     pub(crate) fn drop_cached(&mut self, doc_id: DocumentId) {
         self.cache.remove(doc_id);
     }
