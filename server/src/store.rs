@@ -401,7 +401,7 @@ impl Premerged {
             ParsedUpload::Changes(changes) => {
                 let slot = PREMERGED.take(size_of_changes(changes))?;
                 let mut doc = documents::empty_document();
-                let new_changes = merged_into(&mut doc, doc_id, changes)?;
+                let new_changes = merged_into(&mut doc, doc_id, changes.clone())?;
                 let projection = Projection::of(&doc);
                 let saved = Some(doc.save());
                 let merged = Some((doc, new_changes));
@@ -436,9 +436,9 @@ impl Premerged {
         doc_id: DocumentId,
         stored: Arc<Automerge>,
         stored_bytes: usize,
-        new: &[Change],
+        new: Vec<Change>,
     ) -> Option<Self> {
-        let added = size_of_changes(new);
+        let added = size_of_changes(&new);
         let size = Size {
             ops: ops_of(&stored).saturating_add(added.ops),
             bytes: stored_bytes.saturating_add(added.bytes),
@@ -515,8 +515,12 @@ fn new_to(stored: &Automerge, changes: &[Change]) -> Option<Vec<Change>> {
 }
 
 /// Merges `changes` into `doc`; `None` when the merge fails or nothing is new.
-fn merged_into(doc: &mut Automerge, doc_id: DocumentId, changes: &[Change]) -> Option<NewChanges> {
-    let applied = merge_changes(doc, doc_id, changes.to_vec()).ok()?;
+fn merged_into(
+    doc: &mut Automerge,
+    doc_id: DocumentId,
+    changes: Vec<Change>,
+) -> Option<NewChanges> {
+    let applied = merge_changes(doc, doc_id, changes).ok()?;
     if applied.is_empty() {
         return None;
     }
@@ -752,7 +756,7 @@ impl Store {
             return None;
         }
         let stored_bytes = usize::try_from(stored_bytes).unwrap_or(usize::MAX);
-        Premerged::onto(doc_id, stored, stored_bytes, &new)
+        Premerged::onto(doc_id, stored, stored_bytes, new)
     }
 
     /// The current state of a document, from the cache or loaded from the store.
