@@ -389,9 +389,9 @@ impl SyncRound {
     }
 }
 
-/// The changes a [`DocUpdate`](crate::protocol::DocUpdate)'s chunks hold: its change chunks, and every change of a whole
-/// document (which a device that holds part of it already, restored from a backup with its
-/// cursor starting over, applies as changes).
+/// The changes a [`DocUpdate`](crate::protocol::DocUpdate)'s chunks hold: its change chunks,
+/// and every change of a whole document (which a device that holds part of it already,
+/// restored from a backup with its cursor starting over, applies as changes).
 ///
 /// # Errors
 /// [`ReplicaError::Corrupt`] when a chunk does not parse.
